@@ -1,0 +1,1 @@
+"""Spark stages of the Clover data pipeline."""

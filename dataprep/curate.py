@@ -1,0 +1,214 @@
+"""The curation stage: ingest, normalize, score, and keep or reject by thresholds, with full accounting.
+
+Every input record ends in exactly one of OUT/documents (kept), OUT/rejected (a failing rule, with all
+scores) or OUT/quarantine (malformed), and report.json proves the sum.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from dataprep import storage
+from dataprep.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_unit
+from dataprep.spark import SparkConfig, partitions_for, write_parquet
+from jobs.config import ConfigError, to_dict
+from quality.classifier import FastTextStep, load_model, predict
+from quality.signals import (
+    SCORE_RANGES,
+    Bounds,
+    DocumentScorer,
+    SignalConfig,
+    first_failing_rule,
+    paper_thresholds,
+)
+from quality.text import normalize_text
+from schemas import QUARANTINE, DatasetSchema, StageReport, documents_schema, rejected_schema
+
+KEPT, REJECTED, QUARANTINED = "documents", "rejected", "quarantine"
+
+
+@dataclass
+class CurateConfig:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    signals: SignalConfig = field(default_factory=SignalConfig)
+    thresholds: dict[str, Bounds] = field(
+        default_factory=paper_thresholds,
+        metadata={"help": "keep when min <= score <= max; null disables a rule; checked in score order"},
+    )
+    fasttext: list[FastTextStep] = field(default_factory=list, metadata={"help": "fastText models to apply"})
+    spark: SparkConfig = field(default_factory=SparkConfig)
+
+    def score_columns(self) -> list[str]:
+        return [step.score_column for step in self.fasttext] + list(SCORE_RANGES)
+
+    def validate(self) -> None:
+        known = set(self.score_columns())
+        for name in self.thresholds:
+            if name not in known:
+                raise ConfigError(f"unknown score 'thresholds.{name}' (known: {', '.join(sorted(known))})")
+        for i, step in enumerate(self.fasttext):
+            if not step.name or not step.model or not step.score_label:
+                raise ConfigError(f"'fasttext[{i}]' needs name, model and score_label")
+
+
+def output_schemas(cfg: CurateConfig) -> tuple[DatasetSchema, DatasetSchema]:
+    documents = documents_schema(cfg.score_columns(), [s.label_column for s in cfg.fasttext])
+    return documents, rejected_schema(documents)
+
+
+def _scored_schema(cfg: CurateConfig) -> pa.Schema:
+    """Every column any of the three outputs needs, plus the destination."""
+    _, rejected = output_schemas(cfg)
+    extra = [pa.field(n, t) for n, t in (("dest", pa.string()), ("input_file", pa.string()),
+                                         ("line", pa.int64()), ("raw", pa.string()))]
+    fields = [pa.field(f.name, f.type) for f in rejected.arrow()] + extra
+    return pa.schema(fields)
+
+
+class _PartitionScorer:
+    """Runs on an executor over one partition, sorted by id, so repeated ids are adjacent."""
+
+    def __init__(self, cfg: CurateConfig, model_files: dict[str, str]) -> None:
+        self.cfg = cfg
+        self.scorer = DocumentScorer(cfg.signals)
+        self.models = {step.name: load_model(model_files[step.name]) for step in cfg.fasttext}
+        self.schema = _scored_schema(cfg)
+        self.last_id: str | None = None
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield self._score_batch(batch.to_pydict())
+
+    def _score_batch(self, raw: dict[str, list]) -> pa.RecordBatch:
+        out: dict[str, list] = {name: [] for name in self.schema.names}
+        base = ("id", "source", "url", "meta", "input_file", "line")
+        pending = []  # (row index in out, normalized text) of documents still to score
+        for i in range(len(raw["line"])):
+            row = {name: raw[name][i] for name in base}
+            error, text = raw["error"][i], raw["text"][i]
+            if error is None and row["id"] == self.last_id:
+                error = "duplicate_id"
+                raw["raw"][i] = text[: self.cfg.ingest.raw_preview_chars]
+            if error is not None:
+                self._append(out, row, dest=QUARANTINED, reason=error, raw=raw["raw"][i])
+                continue
+            self.last_id = row["id"]
+            text = normalize_text(text)
+            if not text:
+                self._append(out, row, dest=REJECTED, reason="empty", text="")
+                continue
+            pending.append((self._append(out, row, dest=KEPT, text=text), text))
+        self._score(out, pending)
+        return pa.RecordBatch.from_pydict(out, schema=self.schema)
+
+    @staticmethod
+    def _append(out: dict[str, list], row: dict, **values) -> int:
+        values = {**row, **values}
+        for name, column in out.items():
+            column.append(values.get(name))
+        return len(out["dest"]) - 1
+
+    def _score(self, out: dict[str, list], pending: list[tuple[int, str]]) -> None:
+        texts = [text for _, text in pending]
+        for step in self.cfg.fasttext:
+            labels, probs = predict(self.models[step.name], texts, step.score_label, step.top_k)
+            for (row, _), label, prob in zip(pending, labels, probs):
+                out[step.label_column][row] = label
+                out[step.score_column][row] = float(prob)
+        for row, text in pending:
+            kept_text, scores = self.scorer(text)
+            scores = {step.score_column: out[step.score_column][row] for step in self.cfg.fasttext} | scores
+            for name, value in scores.items():
+                out[name][row] = value
+            out["text"][row] = kept_text
+            reason = "empty" if not kept_text else first_failing_rule(scores, self.cfg.thresholds)
+            if reason is not None:
+                out["dest"][row], out["reason"][row] = REJECTED, reason
+
+
+def _read_units(cfg: IngestConfig):
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for uri, row_group in zip(batch.column("uri").to_pylist(), batch.column("row_group").to_pylist()):
+                yield from read_unit(uri, row_group, cfg)
+
+    return read
+
+
+def _ship_models(spark, steps: list[FastTextStep]) -> Callable[[], dict[str, str]]:
+    """Send each fastText model along with the job; the returned function finds the executor's copy."""
+    from pyspark import SparkFiles
+
+    files = {}
+    for step in steps:
+        spark.sparkContext.addFile(step.model)
+        files[step.name] = posixpath.basename(step.model)
+
+    def local_paths() -> dict[str, str]:
+        return {name: SparkFiles.get(base) for name, base in files.items()}
+
+    return local_paths
+
+
+def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig) -> StageReport:
+    """Run the stage and commit OUT atomically; returns the checked report."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    started = time.time()
+    cfg.validate()
+    files = sorted({f.uri: f for pattern in inputs for f in storage.expand(pattern, SUPPORTED_SUFFIXES)}.values(),
+                   key=lambda f: f.uri)
+    for f in files:
+        input_format(f.uri)  # fail early, naming the file, on an unsupported format
+    units = [(f.uri, rg) for f in files for rg in (parquet_units(f.uri) if input_format(f.uri) == "parquet" else [0])]
+    num_partitions = partitions_for(cfg.spark, sum(f.size for f in files))
+
+    units_df = spark.sparkContext.parallelize(units, len(units)).toDF("uri string, row_group int")
+    raw = units_df.mapInArrow(_read_units(cfg.ingest), from_arrow_schema(RAW))
+    key = F.coalesce(F.col("id"), F.concat_ws(":", "input_file", F.col("line").cast("string")))
+    ordered = (
+        raw.withColumn("_key", key)
+        .repartition(num_partitions, "_key")
+        .sortWithinPartitions("_key", "input_file", "line")
+        .drop("_key")
+    )
+    model_paths = _ship_models(spark, cfg.fasttext)
+
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _PartitionScorer(cfg, model_paths())(batches)
+
+    scored = ordered.mapInArrow(score, from_arrow_schema(_scored_schema(cfg))).persist()
+    try:
+        counts = {(r["dest"], r["reason"]): r["count"] for r in scored.groupBy("dest", "reason").count().collect()}
+        documents, rejected = output_schemas(cfg)
+        staging = storage.staging_dir(out)
+        outputs = {KEPT: documents.names, REJECTED: rejected.names, QUARANTINED: QUARANTINE.names}
+        for dest, columns in outputs.items():
+            write_parquet(scored.filter(F.col("dest") == dest).select(*columns), storage.join(staging, dest))
+    finally:
+        scored.unpersist()
+
+    report = StageReport(
+        stage="curate",
+        input=sum(counts.values()),
+        output=sum(n for (dest, _), n in counts.items() if dest == KEPT),
+        removed=dict(sorted((r, n) for (d, r), n in counts.items() if d == REJECTED)),
+        quarantined=dict(sorted((r, n) for (d, r), n in counts.items() if d == QUARANTINED)),
+        config=to_dict(cfg),
+        extra={"inputs": [f.uri for f in files], "partitions": num_partitions},
+    )
+    report.seconds = round(time.time() - started, 3)
+    try:
+        report.check()
+    except Exception:
+        storage.remove_dir(staging)
+        raise
+    storage.write_text(storage.join(staging, "report.json"), report.to_json())
+    storage.commit_dir(staging, out)
+    return report

@@ -1,0 +1,1 @@
+"""Entry points: the `clover` CLI, spark-submit and torchrun scripts, and YAML configs."""

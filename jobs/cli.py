@@ -1,0 +1,37 @@
+"""The `clover` command: one subcommand per stage, each with its own --help."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with main(argv, prog), one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "curate": ("jobs.curate", "ingest, normalize and quality-gate raw text (Spark)"),
+    "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: clover COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += ["", "Run 'clover COMMAND --help' for a command's arguments."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"clover: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main(rest, prog=f"clover {name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Arguments and config handling shared by every stage entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, TypeVar
+
+from jobs.config import ConfigError, load_config, parse_set_option
+
+T = TypeVar("T")
+
+
+def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", help="YAML config file; flags override it")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set thresholds.gopher_word_count.min=20")
+    return parser
+
+
+def add_spark_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
+    parser.add_argument("--partitions", type=int, help="output partitions (default: from input size)")
+
+
+def stage_config(cls: type[T], args: argparse.Namespace, flags: dict[str, Any]) -> T:
+    """Defaults, then --config, then --set, then the stage's named flags."""
+    overrides = dict(parse_set_option(item) for item in args.set)
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    return load_config(cls, args.config, overrides)
+
+
+def exit_on_config_error(func):
+    """Print a config error as one clear line and exit 2, instead of a traceback."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    return wrapper

@@ -1,0 +1,71 @@
+"""Dataset column definitions. Spark schemas are derived lazily so that the trainer never imports pyspark."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    nullable: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSchema:
+    kind: str
+    columns: tuple[Column, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def arrow(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in self.columns])
+
+    def spark(self):  # -> pyspark.sql.types.StructType, imported lazily
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return from_arrow_schema(self.arrow())
+
+    def extend(self, kind: str, extra: Iterable[Column]) -> DatasetSchema:
+        return DatasetSchema(kind, self.columns + tuple(extra))
+
+
+DOCUMENT_COLUMNS = DatasetSchema(
+    "documents",
+    (
+        Column("id", pa.string(), nullable=False, doc="unique document id"),
+        Column("text", pa.string(), nullable=False, doc="normalized text"),
+        Column("source", pa.string(), doc="where the document came from (input field or file name)"),
+        Column("url", pa.string(), doc="original URL, when known"),
+        Column("meta", pa.string(), doc="other input fields, as a JSON object"),
+    ),
+)
+
+QUARANTINE = DatasetSchema(
+    "quarantine",
+    (
+        Column("input_file", pa.string(), nullable=False, doc="file the record was read from"),
+        Column("line", pa.int64(), nullable=False, doc="1-based line (JSONL), row (Parquet) or 1 (.txt)"),
+        Column("raw", pa.string(), doc="the raw value, truncated"),
+        Column("reason", pa.string(), nullable=False, doc="why the record is malformed"),
+        Column("id", pa.string(), doc="the record's id, when it had one"),
+    ),
+)
+
+
+def documents_schema(score_columns: Iterable[str] = (), label_columns: Iterable[str] = ()) -> DatasetSchema:
+    """Documents with float64 score columns and string label columns (for example fastText labels)."""
+    extra = [Column(name, pa.float64(), doc="quality score") for name in score_columns]
+    extra += [Column(name, pa.string(), doc="classifier label") for name in label_columns]
+    return DOCUMENT_COLUMNS.extend("documents", extra)
+
+
+def rejected_schema(documents: DatasetSchema) -> DatasetSchema:
+    return documents.extend("rejected", [Column("reason", pa.string(), nullable=False, doc="first failing rule")])
