@@ -1,0 +1,55 @@
+import pytest
+import yaml
+
+from dataprep.curate import CurateConfig
+from jobs.config import ConfigError, load_config, parse_set_option, reference
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_defaults_yaml_and_flags_layer(tmp_path):
+    path = _write(tmp_path, {"ingest": {"text_field": "body"}, "thresholds": {"gopher_word_count": {"min": 20}}})
+    cfg = load_config(CurateConfig, path, {"ingest.id_field": "doc_id", "spark.partitions": 3})
+    assert cfg.ingest.text_field == "body" and cfg.ingest.id_field == "doc_id" and cfg.spark.partitions == 3
+    assert cfg.thresholds["gopher_word_count"].min == 20
+    assert cfg.thresholds["gopher_word_count"].max == 100_000  # YAML merges into the default bounds
+    assert cfg.thresholds["gopher_stop_words"].min == 2   # other rules keep their defaults
+
+
+def test_null_disables_a_rule(tmp_path):
+    cfg = load_config(CurateConfig, _write(tmp_path, {"thresholds": {"c4_curly_bracket": None}}))
+    assert "c4_curly_bracket" not in cfg.thresholds
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'ingest.txt_field'"):
+        load_config(CurateConfig, _write(tmp_path, {"ingest": {"txt_field": "x"}}))
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"'ingest.max_record_bytes' must be int, got str"):
+        load_config(CurateConfig, _write(tmp_path, {"ingest": {"max_record_bytes": "big"}}))
+    with pytest.raises(ConfigError, match=r"'signals.c4.apply_line_cleaning' must be bool"):
+        load_config(CurateConfig, None, {"signals.c4.apply_line_cleaning": "yes please"})
+
+
+def test_unknown_score_in_thresholds_is_named():
+    cfg = load_config(CurateConfig, None, {"thresholds.gopher_wordcount.min": 3})
+    with pytest.raises(ConfigError, match="unknown score 'thresholds.gopher_wordcount'"):
+        cfg.validate()
+
+
+def test_set_option_parses_yaml_values():
+    assert parse_set_option("a.b=0.5") == ("a.b", 0.5)
+    assert parse_set_option("a=[1, 2]") == ("a", [1, 2])
+    with pytest.raises(ConfigError):
+        parse_set_option("novalue")
+
+
+def test_reference_lists_every_leaf():
+    keys = [row[0] for row in reference(CurateConfig)]
+    assert "ingest.text_field" in keys and "signals.c4.require_terminal_punct" in keys and "thresholds" in keys
