@@ -77,7 +77,8 @@ def _read(path):
 
 def test_report_sums_and_matches_outputs(curated):
     out, report, _ = curated
-    on_disk = StageReport.from_json(open(os.path.join(out, "report.json")).read())
+    with open(os.path.join(out, "report.json")) as handle:
+        on_disk = StageReport.from_json(handle.read())
     assert on_disk.check().input == report.input
     documents, rejected, quarantine = (_read(os.path.join(out, d)) for d in ("documents", "rejected", "quarantine"))
     assert report.output == len(documents)

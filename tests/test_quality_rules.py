@@ -14,7 +14,14 @@ from quality.repetition import (
     top_ngram_weight_fraction,
     word_ids,
 )
-from quality.signals import SCORE_RANGES, Bounds, DocumentScorer, SignalConfig, first_failing_rule, paper_thresholds
+from quality.signals import (
+    SCORE_RANGES,
+    Bounds,
+    DocumentScorer,
+    SignalConfig,
+    first_failing_rule,
+    paper_thresholds,
+)
 from quality.text import normalize_text
 
 
