@@ -7,6 +7,7 @@ import sys
 
 # subcommand -> (module with main(argv, prog), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "make-sample": ("jobs.make_sample", "write the built-in dirty sample corpus (no download)"),
     "curate": ("jobs.curate", "ingest, normalize and quality-gate raw text (Spark)"),
     "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
 }
