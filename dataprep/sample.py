@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import pkgutil
 import re
+import sys
 import warnings
 
 # Modules whose import has side effects (opening windows, printing, starting services).
@@ -18,9 +18,8 @@ _WORDS = re.compile(r"[A-Za-z][a-z]+")
 
 
 def _modules() -> list[str]:
-    names = {m.name for m in pkgutil.iter_modules() if m.module_finder and "site-packages" not in str(
-        getattr(m.module_finder, "path", ""))}
-    return sorted(n for n in names if not n.startswith("_") and n not in _SKIP)
+    """Top-level standard-library modules (never site-packages or scripts on sys.path)."""
+    return sorted(n for n in sys.stdlib_module_names if not n.startswith("_") and n not in _SKIP)
 
 
 def stdlib_docstrings(min_words: int = 40) -> list[str]:

@@ -28,6 +28,8 @@ def spark_session(cfg: SparkConfig, app_name: str):
         builder = builder.master(cfg.master)
     settings = {
         "spark.driver.memory": cfg.driver_memory,
+        # Small local runs drown in 200 shuffle tasks; clusters should set their own value.
+        **({"spark.sql.shuffle.partitions": "8"} if cfg.master.startswith("local") or not cfg.master else {}),
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",

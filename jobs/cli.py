@@ -9,6 +9,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-sample": ("jobs.make_sample", "write the built-in dirty sample corpus (no download)"),
     "curate": ("jobs.curate", "ingest, normalize and quality-gate raw text (Spark)"),
+    "dedup": ("jobs.dedup", "remove exact and MinHash-LSH near-duplicate documents (Spark)"),
     "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
 }
 

@@ -60,6 +60,17 @@ QUARANTINE = DatasetSchema(
 )
 
 
+DUPLICATES = DatasetSchema(
+    "duplicates",
+    (
+        Column("id", pa.string(), nullable=False, doc="the removed document"),
+        Column("cluster_id", pa.string(), nullable=False, doc="smallest id of its near-duplicate cluster, or its exact group's survivor"),
+        Column("kept_id", pa.string(), nullable=False, doc="the kept document that replaced it"),
+        Column("kind", pa.string(), nullable=False, doc="exact or near"),
+    ),
+)
+
+
 def documents_schema(score_columns: Iterable[str] = (), label_columns: Iterable[str] = ()) -> DatasetSchema:
     """Documents with float64 score columns and string label columns (for example fastText labels)."""
     extra = [Column(name, pa.float64(), doc="quality score") for name in score_columns]
