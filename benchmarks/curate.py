@@ -86,7 +86,8 @@ def main() -> None:
         spark_seconds = time.perf_counter() - start
         spark.stop()
 
-        texts = [json.loads(line)["text"] for line in open(paths[0], encoding="utf-8")][: args.datatrove_docs]
+        with open(paths[0], encoding="utf-8") as handle:
+            texts = [json.loads(line)["text"] for line in handle][: args.datatrove_docs]
         scorer = DocumentScorer(SignalConfig())
         start = time.perf_counter()
         for text in texts:

@@ -188,9 +188,10 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig) -> StageRe
         counts = {(r["dest"], r["reason"]): r["count"] for r in scored.groupBy("dest", "reason").count().collect()}
         documents, rejected = output_schemas(cfg)
         staging = storage.staging_dir(out)
-        outputs = {KEPT: documents.names, REJECTED: rejected.names, QUARANTINED: QUARANTINE.names}
-        for dest, columns in outputs.items():
-            write_parquet(scored.filter(F.col("dest") == dest).select(*columns), storage.join(staging, dest))
+        outputs = {KEPT: documents, REJECTED: rejected, QUARANTINED: QUARANTINE}
+        for dest, schema in outputs.items():
+            write_parquet(scored.filter(F.col("dest") == dest).select(*schema.names), storage.join(staging, dest),
+                          schema.arrow())
     finally:
         scored.unpersist()
 

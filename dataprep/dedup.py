@@ -202,8 +202,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     counts = {}
     for name, frame in outputs.items():
         ordered = frame.repartition(num_partitions, "id").sortWithinPartitions("id")
-        write_parquet(ordered, storage.join(staging, name))
-        counts[name] = spark.read.parquet(storage.join(staging, name)).count()
+        counts[name] = sum(f["rows"] for f in write_parquet(ordered, storage.join(staging, name)))
     kinds = {r["kind"]: r["count"] for r in spark.read.parquet(storage.join(staging, "duplicates")).groupBy("kind").count().collect()}
     reasons = {r["reason"]: r["count"] for r in spark.read.parquet(storage.join(staging, "quarantine")).groupBy("reason").count().collect()}
     total = flagged.count()

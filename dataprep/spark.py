@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dataprep import storage
 
@@ -24,12 +29,14 @@ def spark_session(cfg: SparkConfig, app_name: str):
     if active is not None:
         return active
     builder = SparkSession.builder.appName(app_name)
-    if cfg.master:
-        builder = builder.master(cfg.master)
+    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # the JVM started this Python
+    master = cfg.master or ("" if under_spark_submit else "local[*]")
+    if master:
+        builder = builder.master(master)
     settings = {
         "spark.driver.memory": cfg.driver_memory,
-        # Small local runs drown in 200 shuffle tasks; clusters should set their own value.
-        **({"spark.sql.shuffle.partitions": "8"} if cfg.master.startswith("local") or not cfg.master else {}),
+        # Small local runs drown in 200 shuffle tasks; clusters keep their own setting.
+        **({"spark.sql.shuffle.partitions": "8"} if master.startswith("local") else {}),
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
@@ -49,11 +56,51 @@ def partitions_for(cfg: SparkConfig, input_bytes: int) -> int:
     return max(1, -(-input_bytes // cfg.bytes_per_partition))
 
 
-def write_parquet(df, uri: str, compression: str = "zstd") -> list[str]:
-    """Write a DataFrame as Parquet with stable file names; returns the file names.
+def write_parquet(df, uri: str, schema: pa.Schema | None = None, compression: str = "zstd",
+                  row_group_rows: int = 16384) -> list[dict]:
+    """Write each partition as `part-NNNNN.parquet` with pyarrow; returns [{file, rows, bytes}] per file.
 
-    Row order and file contents are fixed by the caller's partitioning and sort, so a re-run over the
-    same input and config writes byte-identical files.
+    pyarrow, not Spark's Parquet writer, writes the files: parquet-mr orders a column's encoding list
+    differently in every JVM, so its bytes differ between runs. With row order and contents fixed by the
+    caller's partitioning and sort, a re-run writes byte-identical files. Every partition writes a file,
+    empty or not, so the dataset always carries its schema. `schema` (default: the DataFrame's) sets
+    column types and nullability.
     """
-    df.write.mode("overwrite").option("compression", compression).parquet(uri)
-    return storage.normalize_part_files(uri)
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    target = schema if schema is not None else to_arrow_schema(df.schema)
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        name = f"part-{context.partitionId():05d}.parquet"
+        fs, directory = storage.resolve(uri)
+        fs.create_dir(directory, recursive=True)
+        attempt = f"{directory}/.{name}.attempt-{context.attemptNumber()}"
+        rows, pending = 0, []
+        with fs.open_output_stream(attempt) as sink, pq.ParquetWriter(sink, target, compression=compression) as writer:
+            for batch in batches:
+                pending.append(batch)
+                rows += batch.num_rows
+                if sum(b.num_rows for b in pending) >= row_group_rows:
+                    writer.write_table(pa.Table.from_batches(pending).cast(target), row_group_size=row_group_rows)
+                    pending = []
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending).cast(target), row_group_size=row_group_rows)
+        fs.move(attempt, f"{directory}/{name}")
+        size = fs.get_file_info(f"{directory}/{name}").size
+        yield pa.RecordBatch.from_pydict({"file": [name], "rows": [rows], "bytes": [size]}, schema=_WRITTEN)
+
+    written = sorted((row.asDict() for row in df.mapInArrow(write, "file string, rows long, bytes long").collect()),
+                     key=lambda r: r["file"])
+    if not written:  # Spark may plan no partition at all for an empty result; keep the schema on disk
+        fs, directory = storage.resolve(uri)
+        fs.create_dir(directory, recursive=True)
+        with fs.open_output_stream(f"{directory}/part-00000.parquet") as sink:
+            pq.write_table(target.empty_table(), sink, compression=compression)
+        written = [{"file": "part-00000.parquet", "rows": 0, "bytes": fs.get_file_info(f"{directory}/part-00000.parquet").size}]
+    return written
+
+
+_WRITTEN = pa.schema([("file", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64())])

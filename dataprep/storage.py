@@ -114,23 +114,3 @@ def remove_dir(uri: str) -> None:
     fs, path = resolve(uri)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
         fs.delete_dir(path)
-
-
-def normalize_part_files(directory_uri: str, suffix: str = ".parquet") -> list[str]:
-    """Rename Spark's part-NNNNN-<uuid>... files to part-NNNNN.parquet and drop its markers.
-
-    Spark's names carry a random job id; stable names make re-runs byte-identical as a directory.
-    """
-    fs, directory = resolve(directory_uri)
-    infos = fs.get_file_info(pafs.FileSelector(directory))
-    parts = sorted(i.path for i in infos if posixpath.basename(i.path).startswith("part-") and i.path.endswith(suffix))
-    for info in infos:
-        name = posixpath.basename(info.path)
-        if name.startswith(("_", ".")):
-            fs.delete_file(info.path)
-    names = []
-    for index, path in enumerate(parts):
-        name = f"part-{index:05d}{suffix}"
-        fs.move(path, join(directory, name))
-        names.append(name)
-    return names

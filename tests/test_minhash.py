@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+from datasketch import MinHash
+
+from quality.minhash import ShingleHasher, band_digests, jaccard, lsh_params, shingle_words, signatures
+
+
+def test_shingle_normalization_is_documented_folding():
+    assert shingle_words("Hello,  WORLD! It's 2024_v3.") == ["hello", "world", "it", "s", "0000", "v0"]
+
+
+def test_signatures_are_bit_identical_to_datasketch():
+    rng = np.random.default_rng(7)
+    hasher = ShingleHasher(5)
+    vocabulary = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(vocabulary, size=rng.integers(0, 400))) for _ in range(60)]
+    shingles = [hasher(t) for t in texts]
+    for num_perm, seed in ((112, 1), (64, 42), (128, 0)):
+        ours = signatures(shingles, num_perm, seed)
+        for row, hashes in zip(ours, shingles):
+            reference = MinHash(num_perm=num_perm, seed=seed, hashfunc=int)
+            reference.update_batch(hashes.tolist())
+            assert np.array_equal(row, reference.hashvalues)
+
+
+def test_shingles_short_and_empty_documents():
+    hasher = ShingleHasher(5)
+    assert len(hasher("")) == 0 and len(hasher("!!! ...")) == 0
+    assert len(hasher("only three words")) == 1
+    assert len(hasher("a b c d e f")) == 2
+    assert np.array_equal(hasher("Same TEXT, same shingles."), hasher("same text same shingles"))
+
+
+def test_band_digests_match_exactly_when_band_rows_match():
+    sig = np.arange(2 * 16, dtype=np.uint32).reshape(2, 16)
+    sig[1, :8] = sig[0, :8]  # first band equal, second band different
+    digests = band_digests(sig, bands=2, rows=8)
+    assert digests.dtype == np.int64 and digests.shape == (2, 2)
+    assert digests[0, 0] == digests[1, 0] and digests[0, 1] != digests[1, 1]
+
+
+def test_jaccard_exact():
+    a, b = np.array([1, 2, 3, 4], dtype=np.uint32), np.array([3, 4, 5], dtype=np.uint32)
+    assert jaccard(a, b) == pytest.approx(2 / 5)
+    assert jaccard(a, a) == 1.0
+
+
+def test_lsh_params_use_datasketch_optimum():
+    params = lsh_params(0.8, 112)
+    assert params.bands * params.rows <= 112
+    # the S-curve's midpoint (1/b)^(1/r) lies near the threshold
+    assert abs((1 / params.bands) ** (1 / params.rows) - 0.8) < 0.08
