@@ -75,7 +75,7 @@ def _features(cfg: DedupConfig):
         hasher = ShingleHasher(cfg.shingle_n)
         for batch in batches:
             texts = batch.column("text").to_pylist()
-            shingles = [hasher(t) for t in texts]
+            shingles = hasher.batch(texts)
             digests = band_digests(signatures(shingles, cfg.num_perm, cfg.seed), cfg.bands, cfg.rows)
             yield pa.RecordBatch.from_arrays([
                 batch.column("id"),

@@ -8,8 +8,8 @@ datasketch itself, inputs are pre-mixed with the MurmurHash3 finalizer, and each
 
 from __future__ import annotations
 
-import hashlib
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,42 +19,104 @@ import numpy as np
 _NON_WORD = re.compile(r"[^\w\s]|_")
 _DIGIT = re.compile(r"\d")
 _U32 = np.uint32
-_MAX_CELLS = 1 << 22  # shingles x permutations per chunk: bounds memory at 16 MB
+_PRIME = np.uint64(0x100000001B3)
+_MAX_CELLS = 1 << 19  # permutations x shingles per chunk: 2 MB of uint32 stays in cache
+# The same folding for ASCII text as the regexes, through one bytes.translate.
+_ASCII_FOLD = bytes.maketrans((string.punctuation + string.digits).encode(),
+                              b" " * len(string.punctuation) + b"0" * len(string.digits))
 
 
-def shingle_words(text: str) -> list[str]:
-    """Lowercase, digits folded to 0, punctuation and symbols folded to spaces, whitespace collapsed."""
-    return _NON_WORD.sub(" ", _DIGIT.sub("0", text.lower())).split()
+def fold_text(text: str) -> bytes:
+    """Lowercase, digits folded to 0, punctuation and symbols folded to spaces; UTF-8 with ASCII spaces."""
+    text = text.lower()
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_FOLD)
+    return " ".join(_NON_WORD.sub(" ", _DIGIT.sub("0", text)).split()).encode("utf-8")
+
+
+def shingle_words(text: str) -> list[bytes]:
+    """The words shingles are made of: the folded text split on whitespace."""
+    return fold_text(text).split()
+
+
+_IS_SPACE = np.zeros(256, dtype=bool)
+_IS_SPACE[[9, 10, 11, 12, 13, 32]] = True
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 class ShingleHasher:
     """32-bit hashes of word n-grams (the shingles), stable across processes and machines.
 
-    Each distinct word is hashed once with blake2b; n-grams combine word hashes polynomially in
-    uint64 and fold to 32 bits. A document shorter than n words is one shingle of all its words.
+    The whole batch is one byte buffer: words are found, hashed (a polynomial over their bytes, then
+    splitmix64) and combined into n-grams with numpy, never one word at a time in Python. A document
+    shorter than n words is one shingle of all its words.
     """
 
-    def __init__(self, n: int = 5, cache_words: int = 1 << 20) -> None:
+    def __init__(self, n: int = 5) -> None:
         self.n = n
-        self._word_hash = lru_cache(maxsize=cache_words)(self._hash_word)
-
-    @staticmethod
-    def _hash_word(word: str) -> int:
-        return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
 
     def __call__(self, text: str) -> np.ndarray:
-        """Sorted distinct shingle hashes of one text (uint32); empty when the text has no words."""
-        words = shingle_words(text)
-        if not words:
-            return np.empty(0, dtype=_U32)
-        hashes = np.fromiter(map(self._word_hash, words), dtype=np.uint64, count=len(words))
-        n = min(self.n, len(words))
-        width = len(words) - n + 1
+        """Shingle hashes of one text in text order (uint32); empty when the text has no words."""
+        return self.batch([text])[0]
+
+    def _words(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(word hashes of the whole batch in order, words per document)."""
+        folded = [fold_text(t) for t in texts]
+        doc_starts = np.concatenate(([0], np.cumsum([len(f) + 1 for f in folded])[:-1]))
+        buffer = np.frombuffer(b" ".join(folded) + b" ", dtype=np.uint8)
+        space = _IS_SPACE[buffer]
+        starts = np.flatnonzero(~space & np.concatenate(([True], space[:-1])))
+        ends = np.flatnonzero(~space[:-1] & space[1:]) + 1
+        lengths = ends - starts
+        if len(starts) == 0:
+            return np.empty(0, dtype=np.uint64), np.zeros(len(texts), dtype=np.int64)
+        letters = np.flatnonzero(~space)
+        word_of_letter = np.repeat(np.arange(len(starts)), lengths)
+        powers = np.concatenate(([np.uint64(1)], np.cumprod(np.full(int(lengths.max()) - 1, _PRIME, dtype=np.uint64))))
+        weights = powers[ends[word_of_letter] - letters - 1]
+        sums = np.add.reduceat((buffer[letters].astype(np.uint64) + np.uint64(1)) * weights,
+                               np.concatenate(([0], np.cumsum(lengths)[:-1])))
+        hashes = _mix64(sums ^ lengths.astype(np.uint64))
+        doc_of_word = np.searchsorted(doc_starts, starts, side="right") - 1
+        return hashes, np.bincount(doc_of_word, minlength=len(texts))
+
+    def batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Shingle hashes of many texts with a few numpy calls for the whole batch.
+
+        Repeated shingles are kept (a MinHash ignores them); `jaccard` makes sets where it needs them.
+        """
+        hashes, lengths = self._words(texts)
+        ends = np.cumsum(lengths)
+        n, total = self.n, len(hashes)
+        width = max(total - n + 1, 0)
         combined = hashes[:width].copy()
         for k in range(1, n):
-            combined = combined * np.uint64(0x100000001B3) + hashes[k : k + width]
-        folded = (combined ^ (combined >> np.uint64(32))).astype(_U32)
-        return np.unique(folded)
+            combined = combined * _PRIME + hashes[k : k + width]
+        doc_of_start = np.repeat(np.arange(len(texts), dtype=np.uint64), lengths)[:width]
+        inside = np.arange(width) + n <= ends[doc_of_start.astype(np.int64)] if width else np.zeros(0, bool)
+        doc_ids, values = doc_of_start[inside], combined[inside]
+        short = np.flatnonzero((lengths > 0) & (lengths < n))
+        if len(short):  # a document shorter than n words is one shingle of all its words
+            extra = []
+            for d in short:
+                value = 0
+                for h in hashes[ends[d] - lengths[d] : ends[d]].tolist():
+                    value = (value * int(_PRIME) + h) & 0xFFFFFFFFFFFFFFFF
+                extra.append(value)
+            doc_ids = np.concatenate([doc_ids, short.astype(np.uint64)])
+            values = np.concatenate([values, np.array(extra, dtype=np.uint64)])
+            order = np.argsort(doc_ids, kind="stable")  # put the short documents' shingles in place
+            doc_ids, values = doc_ids[order], values[order]
+        folded = (values ^ (values >> np.uint64(32))).astype(_U32)
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(doc_ids.astype(np.int64), minlength=len(texts)))))
+        return [folded[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
 
 
 def _fmix32(h: np.ndarray) -> np.ndarray:
@@ -92,9 +154,9 @@ def signatures(shingles: Sequence[np.ndarray], num_perm: int, seed: int) -> np.n
             end += 1
         chunk = docs[start:end]
         mixed = _fmix32(np.concatenate([shingles[i] for i in chunk]).astype(_U32))
-        values = mixed[:, None] * a[None, :] + b[None, :]
+        values = a[:, None] * mixed[None, :] + b[:, None]  # (num_perm, shingles): reduce along rows
         offsets = np.concatenate(([0], np.cumsum(sizes[chunk])[:-1]))
-        out[chunk] = np.minimum.reduceat(values, offsets, axis=0)
+        out[chunk] = np.minimum.reduceat(values, offsets, axis=1).T
         start = end
     return out
 
@@ -111,7 +173,8 @@ def band_digests(signature_matrix: np.ndarray, bands: int, rows: int) -> np.ndar
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard similarity of two sorted, distinct shingle-hash arrays (1.0 for two empty sets)."""
+    """Exact Jaccard similarity of the sets of two shingle-hash arrays (1.0 for two empty sets)."""
+    a, b = np.unique(a), np.unique(b)
     if len(a) == 0 and len(b) == 0:
         return 1.0
     inter = len(np.intersect1d(a, b, assume_unique=True))

@@ -6,7 +6,8 @@ from quality.minhash import ShingleHasher, band_digests, jaccard, lsh_params, sh
 
 
 def test_shingle_normalization_is_documented_folding():
-    assert shingle_words("Hello,  WORLD! It's 2024_v3.") == ["hello", "world", "it", "s", "0000", "v0"]
+    assert shingle_words("Hello,  WORLD! It's 2024_v3.") == [b"hello", b"world", b"it", b"s", b"0000", b"v0"]
+    assert shingle_words("Café, naïve—2€") == ["café".encode(), "naïve".encode(), b"0"]
 
 
 def test_signatures_are_bit_identical_to_datasketch():
