@@ -73,7 +73,7 @@ def bench_signatures(docs: int, num_perm: int) -> str:
         ("datasketch MinHash.bulk given clover's shingle hashes", f"{docs / given_s:,.0f}",
          f"{given_s / ours_s:.1f}x slower", identical),
     ]
-    return table(("signatures (one core, num_perm %d, ~2 KB docs)" % num_perm, "docs/s", "vs clover",
+    return table((f"signatures (one core, num_perm {num_perm}, ~2 KB docs)", "docs/s", "vs clover",
                   "identical to clover"), rows)
 
 
@@ -99,7 +99,7 @@ def bench_quality(docs: int, master: str, threshold: float) -> str:
     # Brute force over pairs sharing any shingle (pairs sharing none have Jaccard 0).
     postings: dict[int, list[int]] = {}
     for i, s in enumerate(shingles):
-        for h in s.tolist():
+        for h in set(s.tolist()):
             postings.setdefault(h, []).append(i)
     candidates = {pair for members in postings.values() if len(members) < 200
                   for pair in itertools.combinations(members, 2)}
@@ -109,12 +109,11 @@ def bench_quality(docs: int, master: str, threshold: float) -> str:
         pq.write_table(pa.table({"id": ids, "text": texts}), os.path.join(tmp, "docs.parquet"))
         spark = spark_session(SparkConfig(master=master), "clover-bench-dedup")
         rows = []
-        for label, num_perm, use_threshold in (("default 14x8 bands, verify at 0.8", 112, None),
-                                              ("--threshold 0.8 (datasketch optimum)", 112, threshold)):
-            cfg = DedupConfig(threshold=threshold)
-            if use_threshold:
-                params = lsh_params(threshold, num_perm)
-                cfg.bands, cfg.rows = params.bands, params.rows
+        optimum = lsh_params(threshold, 112)
+        settings = (("default bands (FineWeb's)", 14, 8), ("--threshold (datasketch optimum)", optimum.bands,
+                    optimum.rows), ("more, shorter bands", 16, 7), ("more, shorter bands", 28, 4))
+        for label, bands, band_rows in settings:
+            cfg = DedupConfig(threshold=threshold, bands=bands, rows=band_rows)
             run_dedup(spark, os.path.join(tmp, "docs.parquet"), os.path.join(tmp, "out"), cfg)
             groups: dict[str, set[str]] = {}
             for row in pq.read_table(os.path.join(tmp, "out", "duplicates")).to_pylist():

@@ -89,16 +89,23 @@ def _features(cfg: DedupConfig):
     return compute
 
 
-def _verify(threshold: float):
-    schema = pa.schema([("src", pa.string()), ("dst", pa.string()), ("similarity", pa.float64())])
+_SIMILARITY = pa.schema([("src", pa.string()), ("dst", pa.string()), ("similarity", pa.float64())])
 
-    def compute(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            a, b = batch.column("a_shingles"), batch.column("b_shingles")
-            sims = [jaccard(np.asarray(x.values), np.asarray(y.values)) for x, y in zip(a, b)]
-            yield pa.RecordBatch.from_arrays([batch.column("src"), batch.column("dst"), pa.array(sims)], schema=schema)
 
-    return compute, schema
+def _jaccard_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        a, b = batch.column("a_shingles"), batch.column("b_shingles")
+        sims = [jaccard(np.asarray(x.values), np.asarray(y.values)) for x, y in zip(a, b)]
+        yield pa.RecordBatch.from_arrays([batch.column("src"), batch.column("dst"), pa.array(sims)], schema=_SIMILARITY)
+
+
+def _similarities(pairs, shingles):
+    """Exact Jaccard of each (src, dst) pair, from the documents' shingles; stays distributed."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    joined = (pairs.join(shingles.withColumnRenamed("id", "src").withColumnRenamed("shingles", "a_shingles"), "src")
+              .join(shingles.withColumnRenamed("id", "dst").withColumnRenamed("shingles", "b_shingles"), "dst"))
+    return joined.select("src", "dst", "a_shingles", "b_shingles").mapInArrow(_jaccard_batches, from_arrow_schema(_SIMILARITY))
 
 
 def _documents_path(uri: str) -> str:
@@ -164,13 +171,10 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     ).first()
     candidates = (members.where((F.col("_pos") > 1) & (F.col("_pos") <= cfg.max_bucket_size))
                   .select(F.col("id").alias("src"), F.col("_root").alias("dst")).distinct()).persist()
+    shingles = survivors.select("id", "shingles")
     if cfg.verify:
-        shingles = survivors.select("id", "shingles")
-        pairs = (candidates.join(shingles.withColumnRenamed("id", "src").withColumnRenamed("shingles", "a_shingles"), "src")
-                 .join(shingles.withColumnRenamed("id", "dst").withColumnRenamed("shingles", "b_shingles"), "dst"))
-        compute, schema = _verify(cfg.threshold)
-        edges = pairs.mapInArrow(compute, from_arrow_schema(schema)).where(F.col("similarity") >= cfg.threshold)
-        edges = edges.select("src", "dst").persist()
+        edges = (_similarities(candidates, shingles).where(F.col("similarity") >= cfg.threshold)
+                 .select("src", "dst").persist())
     else:
         edges = candidates
     components = connected_components(edges, cfg.max_iterations)
@@ -180,6 +184,17 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     comp_window = Window.partitionBy("component").orderBy(F.desc("priority"), F.desc_nulls_last("score"), F.asc("node"))
     near = (near.withColumn("_rank", F.row_number().over(comp_window))
             .withColumn("kept_id", F.first("node").over(comp_window)))
+    released = 0
+    if cfg.verify:
+        # A chain A~B~C can join documents that are not alike: a member is removed only if it is itself
+        # similar to the document that replaces it; otherwise it stays, as its own representative.
+        to_check = near.where(F.col("_rank") > 1).select(F.col("node").alias("src"), F.col("kept_id").alias("dst"))
+        unlike = (_similarities(to_check, shingles).where(F.col("similarity") < cfg.threshold)
+                  .select(F.col("src").alias("node"), F.lit(True).alias("_released")).localCheckpoint())
+        released = unlike.count()
+        near = (near.join(unlike, "node", "left")
+                .withColumn("kept_id", F.when(F.col("_released"), F.col("node")).otherwise(F.col("kept_id")))
+                .withColumn("_rank", F.when(F.col("_released"), F.lit(1)).otherwise(F.col("_rank"))))
     near_removed = near.where(F.col("_rank") > 1).select(
         F.col("node").alias("id"), F.col("component").alias("cluster_id"), "kept_id", F.lit("near").alias("kind"),
         "priority")
@@ -211,6 +226,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
         "verified_pairs": edges.count() if cfg.verify else None,
         "oversized_buckets": oversized["buckets"],
         "unlinked_bucket_members": int(oversized["unlinked"]),
+        "released_from_chains": released,
         "components": components.assignment.select("component").distinct().count(),
         "cc_iterations": components.iterations,
         "against": against,
