@@ -78,14 +78,14 @@ def bench_signatures(docs: int, num_perm: int) -> str:
 
 
 def planted_corpus(docs: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Base documents, then one near duplicate of every other base at a known edit rate."""
+    """`docs` documents: bases, each other one followed by a near duplicate at a known edit rate."""
     rng = random.Random(seed)
-    base = prose_documents(docs // 2, 2000, seed=seed)
+    base = prose_documents(-(-docs * 2 // 3), 2000, seed=seed)
     ids, texts = [], []
     for i, text in enumerate(base):
         ids.append(f"b{i:06d}")
         texts.append(text)
-        if i % 2 == 0:
+        if i % 2 == 0 and len(ids) < docs:
             rate = rng.choice([0.005, 0.01, 0.02, 0.03, 0.05, 0.1])
             ids.append(f"n{i:06d}")
             texts.append(edit_words(text, rate, rng))
@@ -184,6 +184,7 @@ def bench_scale(sizes: list[int], master: str, driver_memory: str) -> str:
             rows.append((f"{report.input:,}", f"{seconds:.0f}", f"{report.input / seconds:,.0f}",
                          f"{sum(report.removed.values()):,}", f"{max(python_peak, python_before) / 2**20:,.0f}",
                          f"{peak.jvm_peak / 2**20:,.0f}", report.extra["cc_iterations"]))
+            print("row:", " | ".join(str(c) for c in rows[-1]), flush=True)
     return table(("docs", "seconds", "docs/s", "removed", "driver Python peak RSS MiB",
                   "Spark JVM peak RSS MiB", "CC iterations"), rows)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -57,14 +58,15 @@ def partitions_for(cfg: SparkConfig, input_bytes: int) -> int:
 
 
 def write_parquet(df, uri: str, schema: pa.Schema | None = None, compression: str = "zstd",
-                  row_group_rows: int = 16384) -> list[dict]:
-    """Write each partition as `part-NNNNN.parquet` with pyarrow; returns [{file, rows, bytes}] per file.
+                  row_group_rows: int = 16384,
+                  convert: Callable[[pa.Table], pa.Table] | None = None) -> list[dict]:
+    """Write each partition as `part-NNNNN.parquet` with pyarrow; returns [{file, rows, bytes, sha256}].
 
     pyarrow, not Spark's Parquet writer, writes the files: parquet-mr orders a column's encoding list
     differently in every JVM, so its bytes differ between runs. With row order and contents fixed by the
     caller's partitioning and sort, a re-run writes byte-identical files. Every partition writes a file,
     empty or not, so the dataset always carries its schema. `schema` (default: the DataFrame's) sets
-    column types and nullability.
+    column types and nullability; `convert` reshapes each row group's table before that cast.
     """
     from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -78,29 +80,67 @@ def write_parquet(df, uri: str, schema: pa.Schema | None = None, compression: st
         fs, directory = storage.resolve(uri)
         fs.create_dir(directory, recursive=True)
         attempt = f"{directory}/.{name}.attempt-{context.attemptNumber()}"
-        rows, pending = 0, []
-        with fs.open_output_stream(attempt) as sink, pq.ParquetWriter(sink, target, compression=compression) as writer:
+        rows, pending, digest = 0, [], hashlib.sha256()
+
+        def flush(writer: pq.ParquetWriter) -> None:
+            table = pa.Table.from_batches(pending)
+            writer.write_table((convert(table) if convert else table).cast(target), row_group_size=row_group_rows)
+            pending.clear()
+
+        with _HashingStream(fs.open_output_stream(attempt), digest) as sink, \
+                pq.ParquetWriter(sink, target, compression=compression) as writer:
             for batch in batches:
                 pending.append(batch)
                 rows += batch.num_rows
                 if sum(b.num_rows for b in pending) >= row_group_rows:
-                    writer.write_table(pa.Table.from_batches(pending).cast(target), row_group_size=row_group_rows)
-                    pending = []
+                    flush(writer)
             if pending:
-                writer.write_table(pa.Table.from_batches(pending).cast(target), row_group_size=row_group_rows)
+                flush(writer)
         fs.move(attempt, f"{directory}/{name}")
         size = fs.get_file_info(f"{directory}/{name}").size
-        yield pa.RecordBatch.from_pydict({"file": [name], "rows": [rows], "bytes": [size]}, schema=_WRITTEN)
+        yield pa.RecordBatch.from_pydict({"file": [name], "rows": [rows], "bytes": [size],
+                                          "sha256": [digest.hexdigest()]}, schema=_WRITTEN)
 
-    written = sorted((row.asDict() for row in df.mapInArrow(write, "file string, rows long, bytes long").collect()),
-                     key=lambda r: r["file"])
+    written = sorted((row.asDict() for row in df.mapInArrow(write, _WRITTEN_DDL).collect()), key=lambda r: r["file"])
     if not written:  # Spark may plan no partition at all for an empty result; keep the schema on disk
         fs, directory = storage.resolve(uri)
         fs.create_dir(directory, recursive=True)
-        with fs.open_output_stream(f"{directory}/part-00000.parquet") as sink:
+        digest = hashlib.sha256()
+        with _HashingStream(fs.open_output_stream(f"{directory}/part-00000.parquet"), digest) as sink:
             pq.write_table(target.empty_table(), sink, compression=compression)
-        written = [{"file": "part-00000.parquet", "rows": 0, "bytes": fs.get_file_info(f"{directory}/part-00000.parquet").size}]
+        size = fs.get_file_info(f"{directory}/part-00000.parquet").size
+        written = [{"file": "part-00000.parquet", "rows": 0, "bytes": size, "sha256": digest.hexdigest()}]
     return written
 
 
-_WRITTEN = pa.schema([("file", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64())])
+_WRITTEN = pa.schema([("file", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string())])
+_WRITTEN_DDL = "file string, rows long, bytes long, sha256 string"
+
+
+class _HashingStream:
+    """A write-only file object that feeds every byte written to a hash as well."""
+
+    def __init__(self, stream, digest) -> None:
+        self._stream, self._digest = stream, digest
+        self.closed = False
+
+    def write(self, data) -> int:
+        self._digest.update(data)
+        return self._stream.write(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+            self.closed = True
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def __enter__(self) -> _HashingStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -10,6 +10,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-sample": ("jobs.make_sample", "write the built-in dirty sample corpus (no download)"),
     "curate": ("jobs.curate", "ingest, normalize and quality-gate raw text (Spark)"),
     "dedup": ("jobs.dedup", "remove exact and MinHash-LSH near-duplicate documents (Spark)"),
+    "train-tokenizer": ("jobs.train_tokenizer", "train a SentencePiece tokenizer on a Spark sample"),
+    "tokenize": ("jobs.tokenize", "encode, pack and shard documents into token shards with a manifest (Spark)"),
     "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
 }
 

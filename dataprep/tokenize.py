@@ -1,0 +1,231 @@
+"""The tokenize stage: encode on executors, pack into seq_len + 1 rows, shuffle globally, write shards
+and a manifest (written last).
+
+Packing (Megatron's layout): each partition's documents, in id order, form one token stream, every
+document followed by </s>. Row i of a stream holds tokens [i*seq_len, i*seq_len + seq_len + 1): rows
+overlap by one token so that every token is a label exactly once. The stream's remainder becomes one
+last row padded with <pad>; `num_tokens` tells the trainer where real tokens end. Nothing is dropped,
+so decoding every row in stream order gives back every document exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from dataprep import storage
+from dataprep.spark import SparkConfig, partitions_for, write_parquet
+from dataprep.tokenizer import load_tokenizer_metadata
+from jobs.config import ConfigError, to_dict
+from schemas import QUARANTINE, StageReport
+from schemas.tokens import MANIFEST_SCHEMA_VERSION, token_dtype, token_shard_schema
+
+PACKED = pa.schema([
+    ("tokens", pa.binary()),  # little-endian uint32 ids while in Spark; typed lists once written
+    ("num_tokens", pa.int32()),
+    ("doc_starts", pa.list_(pa.int32())),
+    ("pack_partition", pa.int32()),
+    ("pack_index", pa.int64()),
+    ("documents", pa.int64()),  # documents that end in this row
+])
+
+
+@dataclass
+class TokenizeConfig:
+    seq_len: int = field(default=8192, metadata={"help": "tokens per training sequence (rows hold seq_len + 1)"})
+    text_column: str = field(default="text", metadata={"help": "column holding the text"})
+    seed: int = field(default=0, metadata={"help": "seed of the global row shuffle"})
+    shard_bytes: int = field(default=256 << 20, metadata={"help": "target uncompressed bytes of tokens per shard"})
+    row_group_rows: int = field(default=128, metadata={"help": "rows per Parquet row group (the streaming unit)"})
+    encode_batch: int = field(default=512, metadata={"help": "documents encoded per SentencePiece call"})
+    spark: SparkConfig = field(default_factory=SparkConfig)
+
+    def validate(self) -> None:
+        if self.seq_len < 1:
+            raise ConfigError(f"'seq_len' must be positive, got {self.seq_len}")
+
+
+class _Packer:
+    """Cuts one partition's token stream into rows of seq_len + 1 tokens overlapping by one."""
+
+    def __init__(self, seq_len: int, pad_id: int, eos_id: int, partition: int) -> None:
+        self.seq_len, self.width = seq_len, seq_len + 1
+        self.pad_id, self.eos_id, self.partition = pad_id, eos_id, partition
+        self.buffer = np.empty(0, dtype=np.uint32)
+        self.starts = np.empty(0, dtype=np.int64)  # document start positions in the buffer
+        self.index = 0  # rows emitted so far; after the first, the buffer begins with the overlap token
+
+    def add(self, docs: list[list[int]]) -> pa.RecordBatch | None:
+        lengths = np.array([len(d) + 1 for d in docs], dtype=np.int64)
+        flat = np.fromiter((t for d in docs for t in (*d, self.eos_id)), dtype=np.uint32, count=int(lengths.sum()))
+        begins = len(self.buffer) + np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        self.starts = np.concatenate([self.starts, begins])
+        self.buffer = np.concatenate([self.buffer, flat])
+        return self._emit(final=False)
+
+    def finish(self) -> pa.RecordBatch | None:
+        return self._emit(final=True)
+
+    def _emit(self, final: bool) -> pa.RecordBatch | None:
+        size = len(self.buffer)
+        full = (size - 1) // self.seq_len if size >= self.width else 0
+        rows = [(self.buffer[r * self.seq_len : r * self.seq_len + self.width], self.width, r * self.seq_len)
+                for r in range(full)]
+        consumed = full * self.seq_len
+        overlap = 1 if (self.index or full) else 0
+        if final and size - consumed > overlap:
+            padded = np.full(self.width, self.pad_id, dtype=np.uint32)
+            padded[: size - consumed] = self.buffer[consumed:]
+            rows.append((padded, size - consumed, consumed))
+        if not rows:
+            return None
+        columns: dict[str, list] = {name: [] for name in PACKED.names}
+        for tokens, valid, begin in rows:
+            inside = self.starts[(self.starts >= begin) & (self.starts < begin + valid)] - begin
+            labels = tokens[1:valid]  # every token but a row's first is a label exactly once
+            columns["tokens"].append(tokens.astype("<u4").tobytes())
+            columns["num_tokens"].append(int(valid))
+            columns["doc_starts"].append(inside.astype(np.int32).tolist())
+            columns["pack_partition"].append(self.partition)
+            columns["pack_index"].append(self.index)
+            columns["documents"].append(int((labels == self.eos_id).sum()))
+            self.index += 1
+        self.buffer = self.buffer[consumed:]  # keeps the overlap token for the next row
+        self.starts = self.starts[self.starts >= consumed] - consumed
+        return pa.RecordBatch.from_pydict(columns, schema=PACKED)
+
+
+def _encode_and_pack(cfg: TokenizeConfig, model_file, special: dict[str, int]):
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import sentencepiece as spm
+        from pyspark import TaskContext
+
+        processor = spm.SentencePieceProcessor(model_file=model_file())
+        packer = _Packer(cfg.seq_len, special["pad"], special["eos"], TaskContext.get().partitionId())
+        for batch in batches:
+            texts = batch.column("text").to_pylist()
+            for start in range(0, len(texts), cfg.encode_batch):
+                emitted = packer.add(processor.encode(texts[start : start + cfg.encode_batch]))
+                if emitted is not None:
+                    yield emitted
+        last = packer.finish()
+        if last is not None:
+            yield last
+
+    return run
+
+
+def source_fingerprint(uri: str) -> str:
+    """sha256 over each input file's name, size and Parquet footer: identifies the source cheaply."""
+    import pyarrow.parquet as pq
+
+    digest = hashlib.sha256()
+    for f in storage.expand(uri, (".parquet",)):
+        fs, path = storage.resolve(f.uri)
+        with fs.open_input_file(path) as handle:
+            meta = pq.ParquetFile(handle).metadata
+        digest.update(f"{posixpath.basename(f.uri)}\0{f.size}\0{meta.num_rows}\0{meta.serialized_size}\n".encode())
+    return digest.hexdigest()
+
+
+def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: TokenizeConfig) -> tuple[StageReport, dict]:
+    """Tokenize a documents dataset into shards; returns (report, manifest)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from dataprep.dedup import _documents_path
+
+    started = time.time()
+    cfg.validate()
+    source = _documents_path(input_uri)
+    tokenizer = load_tokenizer_metadata(tokenizer_dir)
+    vocab_size, special = tokenizer["vocab_size"], tokenizer["special_ids"]
+    model_uri = storage.join(tokenizer_dir, tokenizer["model"])
+    spark.sparkContext.addFile(model_uri)
+    model_name = posixpath.basename(model_uri)
+
+    def model_file() -> str:
+        from pyspark import SparkFiles
+
+        return SparkFiles.get(model_name)
+
+    docs = spark.read.parquet(source)
+    if {"id", cfg.text_column} - set(docs.columns):
+        raise ConfigError(f"{source} is not a documents dataset: it needs columns id and {cfg.text_column}")
+    reason = (F.when(F.col("id").isNull(), "missing_id").when(F.col(cfg.text_column).isNull(), "missing_text"))
+    flagged = docs.withColumn("_reason", reason).withColumn("_empty", F.length(cfg.text_column) == 0).persist()
+    usable = flagged.where(F.col("_reason").isNull() & ~F.col("_empty"))
+    partitions = partitions_for(cfg.spark, sum(f.size for f in storage.expand(source, (".parquet",))))
+    ordered = (usable.select("id", F.col(cfg.text_column).alias("text"))
+               .repartition(partitions, "id").sortWithinPartitions("id"))
+    packed = ordered.mapInArrow(_encode_and_pack(cfg, model_file, special), from_arrow_schema(PACKED)).persist()
+    totals = packed.agg(F.count("*").alias("rows"), F.sum("num_tokens").alias("tokens"),
+                        F.sum("documents").alias("documents")).first()
+    rows = totals["rows"]
+    dtype = token_dtype(vocab_size)
+    width = cfg.seq_len + 1
+    shards = max(1, -(-rows * width * dtype.bit_width // 8 // cfg.shard_bytes))
+    shuffle_key = F.xxhash64("pack_partition", "pack_index", F.lit(cfg.seed))
+    shuffled = (packed.withColumn("_key", shuffle_key).repartition(shards, "_key")
+                .sortWithinPartitions("_key", "pack_partition", "pack_index").drop("_key", "documents"))
+    schema = token_shard_schema(vocab_size).arrow()
+
+    def to_token_lists(table: pa.Table) -> pa.Table:
+        ids = np.frombuffer(b"".join(table.column("tokens").to_pylist()), dtype="<u4")
+        offsets = pa.array(np.arange(0, len(ids) + 1, width, dtype=np.int32))
+        tokens = pa.ListArray.from_arrays(offsets, pa.array(ids.astype(dtype.to_pandas_dtype())))
+        return table.set_column(table.schema.get_field_index("tokens"), "tokens", tokens)
+
+    staging = storage.staging_dir(out)
+    written = write_parquet(shuffled, storage.join(staging, "shards"), schema, row_group_rows=cfg.row_group_rows,
+                            convert=to_token_lists)
+    quarantine = flagged.where(F.col("_reason").isNotNull()).select(
+        F.lit(source).alias("input_file"), F.lit(0).cast("long").alias("line"),
+        F.substring(F.to_json(F.struct(*docs.columns)), 1, 1000).alias("raw"), F.col("_reason").alias("reason"), "id")
+    write_parquet(quarantine.coalesce(1), storage.join(staging, "quarantine"), QUARANTINE.arrow())
+    counts = {(r["_reason"], r["_empty"]): r["count"] for r in flagged.groupBy("_reason", "_empty").count().collect()}
+    packed.unpersist()
+    flagged.unpersist()
+
+    report = StageReport(
+        stage="tokenize",
+        input=sum(counts.values()),
+        output=int(totals["documents"] or 0),
+        removed={"empty": n for (r, e), n in counts.items() if r is None and e},
+        quarantined={r: n for (r, _), n in sorted(counts.items(), key=lambda kv: str(kv[0])) if r is not None},
+        config=to_dict(cfg),
+        extra={"sequences": rows, "tokens": int(totals["tokens"] or 0), "shards": len(written)},
+    )
+    report.seconds = round(time.time() - started, 3)
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "kind": "tokens",
+        "tokenizer": {"sha256": tokenizer["sha256"], "vocab_size": vocab_size, "special_ids": special,
+                      "path": tokenizer_dir},
+        "seq_len": cfg.seq_len,
+        "token_dtype": str(dtype),
+        "sequences": rows,
+        "tokens": report.extra["tokens"],
+        "documents": report.output,
+        "shards": [{"file": f"shards/{w['file']}", "rows": w["rows"], "bytes": w["bytes"], "sha256": w["sha256"]}
+                   for w in written],
+        "source": {"path": source, "fingerprint": source_fingerprint(source)},
+        "config": to_dict(cfg),
+        "validation": None,
+    }
+    try:
+        report.check()
+    except Exception:
+        storage.remove_dir(staging)
+        raise
+    storage.write_text(storage.join(staging, "report.json"), report.to_json())
+    storage.write_text(storage.join(staging, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
+    storage.commit_dir(staging, out)
+    return report, manifest
