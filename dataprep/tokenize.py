@@ -191,6 +191,10 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
         F.substring(F.to_json(F.struct(*docs.columns)), 1, 1000).alias("raw"), F.col("_reason").alias("reason"), "id")
     write_parquet(quarantine.coalesce(1), storage.join(staging, "quarantine"), QUARANTINE.arrow())
     counts = {(r["_reason"], r["_empty"]): r["count"] for r in flagged.groupBy("_reason", "_empty").count().collect()}
+    quarantined: dict[str, int] = {}
+    for (reason, _), n in counts.items():
+        if reason is not None:
+            quarantined[reason] = quarantined.get(reason, 0) + n
     packed.unpersist()
     flagged.unpersist()
 
@@ -198,8 +202,8 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
         stage="tokenize",
         input=sum(counts.values()),
         output=int(totals["documents"] or 0),
-        removed={"empty": n for (r, e), n in counts.items() if r is None and e},
-        quarantined={r: n for (r, _), n in sorted(counts.items(), key=lambda kv: str(kv[0])) if r is not None},
+        removed={"empty": counts[(None, True)]} if counts.get((None, True)) else {},
+        quarantined=dict(sorted(quarantined.items())),
         config=to_dict(cfg),
         extra={"sequences": rows, "tokens": int(totals["tokens"] or 0), "shards": len(written)},
     )
