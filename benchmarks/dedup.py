@@ -18,7 +18,6 @@ import itertools
 import os
 import platform
 import random
-import resource
 import sys
 import tempfile
 import threading
@@ -135,11 +134,16 @@ class PeakRss:
 
     def __init__(self) -> None:
         self.jvm_peak = 0
+        self.python_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
+            with open("/proc/self/status") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS"):
+                        self.python_peak = max(self.python_peak, int(line.split()[1]) * 1024)
             for pid in os.listdir("/proc"):
                 if pid.isdigit():
                     try:
@@ -162,31 +166,36 @@ class PeakRss:
         self._thread.join()
 
 
+def write_planted(directory: str, size: int, files: int = 16) -> None:
+    """Runs in a child process, so that making the corpus does not count as driver memory."""
+    ids, texts = planted_corpus(size, seed=size)
+    for f in range(files):
+        part = slice(f * len(ids) // files, (f + 1) * len(ids) // files)
+        pq.write_table(pa.table({"id": ids[part], "text": texts[part]}), os.path.join(directory, f"in-{f:02d}.parquet"),
+                       row_group_size=4096)
+
+
 def bench_scale(sizes: list[int], master: str, driver_memory: str) -> str:
+    import multiprocessing
+
     rows = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            ids, texts = planted_corpus(size, seed=size)
-            files = 16
-            for f in range(files):
-                part = slice(f * len(ids) // files, (f + 1) * len(ids) // files)
-                pq.write_table(pa.table({"id": ids[part], "text": texts[part]}), os.path.join(tmp, f"in-{f:02d}.parquet"),
-                               row_group_size=4096)
-            del ids, texts
+            child = multiprocessing.get_context("spawn").Process(target=write_planted, args=(tmp, size))
+            child.start()
+            child.join()
             spark = spark_session(SparkConfig(master=master, driver_memory=driver_memory), "clover-bench-dedup")
-            python_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             with PeakRss() as peak:
                 start = time.perf_counter()
                 report = run_dedup(spark, tmp, os.path.join(tmp, "out"), DedupConfig())
                 seconds = time.perf_counter() - start
-            python_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             spark.stop()
             rows.append((f"{report.input:,}", f"{seconds:.0f}", f"{report.input / seconds:,.0f}",
-                         f"{sum(report.removed.values()):,}", f"{max(python_peak, python_before) / 2**20:,.0f}",
+                         f"{sum(report.removed.values()):,}", f"{peak.python_peak / 2**20:,.0f}",
                          f"{peak.jvm_peak / 2**20:,.0f}", report.extra["cc_iterations"]))
             print("row:", " | ".join(str(c) for c in rows[-1]), flush=True)
     return table(("docs", "seconds", "docs/s", "removed", "driver Python peak RSS MiB",
-                  "Spark JVM peak RSS MiB", "CC iterations"), rows)
+                  "Spark JVM peak RSS MiB (driver + local executors)", "CC iterations"), rows)
 
 
 def main() -> None:

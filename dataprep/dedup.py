@@ -135,10 +135,16 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     spark.sparkContext.setCheckpointDir(storage.join(staging, "_checkpoints"))
 
     # Quarantine: rows without id or text, and every repeat of an id (the first by content hash stays).
-    tie = F.xxhash64(*docs.columns)
-    reason = (F.when(F.col("id").isNull(), "missing_id").when(F.col(cfg.text_column).isNull(), "missing_text")
-              .when(F.row_number().over(Window.partitionBy("id").orderBy(tie)) > 1, "duplicate_id"))
-    flagged = docs.withColumn("_reason", reason).persist()
+    # Repeated ids are found on the ids alone; only their rows are ranked, so the text is not shuffled.
+    repeated = (docs.where(F.col("id").isNotNull()).groupBy("id").count().where(F.col("count") > 1)
+                .select("id", F.lit(True).alias("_repeated")).persist())
+    marked = docs.join(F.broadcast(repeated), "id", "left").select(*docs.columns, "_repeated")
+    missing_reason = F.when(F.col("id").isNull(), "missing_id").when(F.col(cfg.text_column).isNull(), "missing_text")
+    rank = F.row_number().over(Window.partitionBy("id").orderBy(F.xxhash64(*docs.columns)))
+    flagged = (marked.where(F.col("_repeated").isNull()).withColumn("_reason", missing_reason)
+               .unionByName(marked.where(F.col("_repeated"))
+                            .withColumn("_reason", F.coalesce(missing_reason, F.when(rank > 1, "duplicate_id"))))
+               .drop("_repeated"))
     valid = flagged.where(F.col("_reason").isNull()).drop("_reason")
     quarantine = flagged.where(F.col("_reason").isNotNull()).select(
         F.lit(source).alias("input_file"), F.lit(0).cast("long").alias("line"),
@@ -233,7 +239,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     }
     if write_index:
         _write_index(kept.select("id").join(features.select(*INDEX_COLUMNS), "id"), write_index, cfg, num_partitions)
-    for frame in (flagged, features, candidates, edges, duplicates):
+    for frame in (repeated, features, candidates, edges, duplicates):
         frame.unpersist()
 
     report = StageReport(

@@ -1,8 +1,8 @@
 """The tokenize stage: encode on executors, pack into seq_len + 1 rows, shuffle globally, write shards
 and a manifest (written last).
 
-Packing (Megatron's layout): each partition's documents, in id order, form one token stream, every
-document followed by </s>. Row i of a stream holds tokens [i*seq_len, i*seq_len + seq_len + 1): rows
+Packing (Megatron's layout): the documents of one read unit (a row group of an input Parquet file, in
+file order) form one token stream, every document followed by </s>. Row i of a stream holds tokens [i*seq_len, i*seq_len + seq_len + 1): rows
 overlap by one token so that every token is a label exactly once. The stream's remainder becomes one
 last row padded with <pad>; `num_tokens` tells the trainer where real tokens end. Nothing is dropped,
 so decoding every row in stream order gives back every document exactly.
@@ -11,6 +11,7 @@ so decoding every row in stream order gives back every document exactly.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import posixpath
 import time
@@ -21,19 +22,20 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep import storage
-from dataprep.spark import SparkConfig, partitions_for, write_parquet
+from dataprep.ingest import parquet_units
+from dataprep.spark import SparkConfig, write_parquet
 from dataprep.tokenizer import load_tokenizer_metadata
 from jobs.config import ConfigError, to_dict
 from schemas import QUARANTINE, StageReport
 from schemas.tokens import MANIFEST_SCHEMA_VERSION, token_dtype, token_shard_schema
 
 PACKED = pa.schema([
-    ("tokens", pa.binary()),  # little-endian uint32 ids while in Spark; typed lists once written
+    ("tokens", pa.binary()),  # little-endian ids of the shard's dtype while in Spark; typed lists once written
     ("num_tokens", pa.int32()),
     ("doc_starts", pa.list_(pa.int32())),
     ("pack_partition", pa.int32()),
     ("pack_index", pa.int64()),
-    ("documents", pa.int64()),  # documents that end in this row
+    ("documents", pa.int32()),  # documents whose </s> is a label in this row
 ])
 
 
@@ -55,16 +57,18 @@ class TokenizeConfig:
 class _Packer:
     """Cuts one partition's token stream into rows of seq_len + 1 tokens overlapping by one."""
 
-    def __init__(self, seq_len: int, pad_id: int, eos_id: int, partition: int) -> None:
+    def __init__(self, seq_len: int, pad_id: int, eos_id: int, partition: int, dtype: np.dtype) -> None:
         self.seq_len, self.width = seq_len, seq_len + 1
-        self.pad_id, self.eos_id, self.partition = pad_id, eos_id, partition
+        self.pad_id, self.eos_id, self.partition, self.dtype = pad_id, eos_id, partition, np.dtype(dtype).newbyteorder("<")
         self.buffer = np.empty(0, dtype=np.uint32)
         self.starts = np.empty(0, dtype=np.int64)  # document start positions in the buffer
         self.index = 0  # rows emitted so far; after the first, the buffer begins with the overlap token
 
     def add(self, docs: list[list[int]]) -> pa.RecordBatch | None:
-        lengths = np.array([len(d) + 1 for d in docs], dtype=np.int64)
-        flat = np.fromiter((t for d in docs for t in (*d, self.eos_id)), dtype=np.uint32, count=int(lengths.sum()))
+        sizes = np.array([len(d) for d in docs], dtype=np.int64)
+        tokens = np.fromiter(itertools.chain.from_iterable(docs), dtype=np.uint32, count=int(sizes.sum()))
+        flat = np.insert(tokens, np.cumsum(sizes), self.eos_id)  # </s> after every document
+        lengths = sizes + 1
         begins = len(self.buffer) + np.concatenate(([0], np.cumsum(lengths)[:-1]))
         self.starts = np.concatenate([self.starts, begins])
         self.buffer = np.concatenate([self.buffer, flat])
@@ -90,7 +94,7 @@ class _Packer:
         for tokens, valid, begin in rows:
             inside = self.starts[(self.starts >= begin) & (self.starts < begin + valid)] - begin
             labels = tokens[1:valid]  # every token but a row's first is a label exactly once
-            columns["tokens"].append(tokens.astype("<u4").tobytes())
+            columns["tokens"].append(tokens.astype(self.dtype).tobytes())
             columns["num_tokens"].append(int(valid))
             columns["doc_starts"].append(inside.astype(np.int32).tolist())
             columns["pack_partition"].append(self.partition)
@@ -102,24 +106,44 @@ class _Packer:
         return pa.RecordBatch.from_pydict(columns, schema=PACKED)
 
 
-def _encode_and_pack(cfg: TokenizeConfig, model_file, special: dict[str, int]):
+def _encode_and_pack(cfg: TokenizeConfig, model_file, special: dict[str, int], dtype: np.dtype):
+    """mapInArrow over read units (uri, row_group, stream): each unit's usable documents become one stream."""
+
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
         import sentencepiece as spm
-        from pyspark import TaskContext
 
         processor = spm.SentencePieceProcessor(model_file=model_file())
-        packer = _Packer(cfg.seq_len, special["pad"], special["eos"], TaskContext.get().partitionId())
         for batch in batches:
-            texts = batch.column("text").to_pylist()
-            for start in range(0, len(texts), cfg.encode_batch):
-                emitted = packer.add(processor.encode(texts[start : start + cfg.encode_batch]))
-                if emitted is not None:
-                    yield emitted
-        last = packer.finish()
-        if last is not None:
-            yield last
+            for uri, row_group, stream in zip(*(batch.column(c).to_pylist() for c in ("uri", "row_group", "stream"))):
+                fs, path = storage.resolve(uri)
+                with fs.open_input_file(path) as handle:
+                    table = pq.ParquetFile(handle).read_row_group(row_group, columns=["id", cfg.text_column])
+                text = table.column(cfg.text_column)
+                usable = pc.and_(pc.is_valid(table.column("id")), pc.greater(pc.utf8_length(text), 0))
+                texts = text.filter(pc.fill_null(usable, False)).to_pylist()
+                packer = _Packer(cfg.seq_len, special["pad"], special["eos"], stream, dtype)
+                for start in range(0, len(texts), cfg.encode_batch):
+                    emitted = packer.add(processor.encode(texts[start : start + cfg.encode_batch], num_threads=1))
+                    if emitted is not None:
+                        yield emitted
+                last = packer.finish()
+                if last is not None:
+                    yield last
 
     return run
+
+
+def _column_bytes(uri: str, column: str) -> int:
+    """Uncompressed bytes of one column of a Parquet file, from its footer."""
+    import pyarrow.parquet as pq
+
+    fs, path = storage.resolve(uri)
+    with fs.open_input_file(path) as handle:
+        meta = pq.ParquetFile(handle).metadata
+    index = meta.schema.names.index(column)
+    return sum(meta.row_group(g).column(index).total_uncompressed_size for g in range(meta.num_row_groups))
 
 
 def source_fingerprint(uri: str) -> str:
@@ -160,27 +184,28 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
     if {"id", cfg.text_column} - set(docs.columns):
         raise ConfigError(f"{source} is not a documents dataset: it needs columns id and {cfg.text_column}")
     reason = (F.when(F.col("id").isNull(), "missing_id").when(F.col(cfg.text_column).isNull(), "missing_text"))
-    flagged = docs.withColumn("_reason", reason).withColumn("_empty", F.length(cfg.text_column) == 0).persist()
-    usable = flagged.where(F.col("_reason").isNull() & ~F.col("_empty"))
-    partitions = partitions_for(cfg.spark, sum(f.size for f in storage.expand(source, (".parquet",))))
-    ordered = (usable.select("id", F.col(cfg.text_column).alias("text"))
-               .repartition(partitions, "id").sortWithinPartitions("id"))
-    packed = ordered.mapInArrow(_encode_and_pack(cfg, model_file, special), from_arrow_schema(PACKED)).persist()
-    totals = packed.agg(F.count("*").alias("rows"), F.sum("num_tokens").alias("tokens"),
-                        F.sum("documents").alias("documents")).first()
-    rows = totals["rows"]
+    flagged = docs.withColumn("_reason", reason).withColumn("_empty", F.length(cfg.text_column) == 0)
+    # Read units in a fixed order (file name, row group): the streams do not depend on the cluster.
+    files = storage.expand(source, (".parquet",))
+    units = [(f.uri, rg) for f in files for rg in parquet_units(f.uri)]
+    units_df = spark.sparkContext.parallelize(
+        [(uri, rg, i) for i, (uri, rg) in enumerate(units)], max(1, len(units))).toDF("uri string, row_group int, stream int")
     dtype = token_dtype(vocab_size)
     width = cfg.seq_len + 1
-    shards = max(1, -(-rows * width * dtype.bit_width // 8 // cfg.shard_bytes))
+    numpy_dtype = np.dtype(dtype.to_pandas_dtype())
+    packed = units_df.mapInArrow(_encode_and_pack(cfg, model_file, special, numpy_dtype), from_arrow_schema(PACKED))
+    # One pass, nothing cached: the shard count comes from the input's text bytes (about 4 per token).
+    text_bytes = sum(_column_bytes(f.uri, cfg.text_column) for f in files)
+    shards = max(1, -(-text_bytes // 4 * dtype.bit_width // 8 // cfg.shard_bytes))
     shuffle_key = F.xxhash64("pack_partition", "pack_index", F.lit(cfg.seed))
     shuffled = (packed.withColumn("_key", shuffle_key).repartition(shards, "_key")
-                .sortWithinPartitions("_key", "pack_partition", "pack_index").drop("_key", "documents"))
+                .sortWithinPartitions("_key", "pack_partition", "pack_index").drop("_key"))
     schema = token_shard_schema(vocab_size).arrow()
 
     def to_token_lists(table: pa.Table) -> pa.Table:
-        ids = np.frombuffer(b"".join(table.column("tokens").to_pylist()), dtype="<u4")
+        ids = np.frombuffer(b"".join(table.column("tokens").to_pylist()), dtype=numpy_dtype.newbyteorder("<"))
         offsets = pa.array(np.arange(0, len(ids) + 1, width, dtype=np.int32))
-        tokens = pa.ListArray.from_arrays(offsets, pa.array(ids.astype(dtype.to_pandas_dtype())))
+        tokens = pa.ListArray.from_arrays(offsets, pa.array(ids.astype(numpy_dtype)))
         return table.set_column(table.schema.get_field_index("tokens"), "tokens", tokens)
 
     staging = storage.staging_dir(out)
@@ -190,13 +215,16 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
         F.lit(source).alias("input_file"), F.lit(0).cast("long").alias("line"),
         F.substring(F.to_json(F.struct(*docs.columns)), 1, 1000).alias("raw"), F.col("_reason").alias("reason"), "id")
     write_parquet(quarantine.coalesce(1), storage.join(staging, "quarantine"), QUARANTINE.arrow())
+    totals = spark.read.parquet(storage.join(staging, "shards")).agg(
+        F.count("*").alias("rows"), F.sum("num_tokens").alias("stored"),
+        F.sum(F.when(F.col("pack_index") > 0, 1).otherwise(0)).alias("overlaps"),
+        F.sum("documents").alias("documents")).first()
+    rows = totals["rows"]
     counts = {(r["_reason"], r["_empty"]): r["count"] for r in flagged.groupBy("_reason", "_empty").count().collect()}
     quarantined: dict[str, int] = {}
     for (reason, _), n in counts.items():
         if reason is not None:
             quarantined[reason] = quarantined.get(reason, 0) + n
-    packed.unpersist()
-    flagged.unpersist()
 
     report = StageReport(
         stage="tokenize",
@@ -205,7 +233,8 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
         removed={"empty": counts[(None, True)]} if counts.get((None, True)) else {},
         quarantined=dict(sorted(quarantined.items())),
         config=to_dict(cfg),
-        extra={"sequences": rows, "tokens": int(totals["tokens"] or 0), "shards": len(written)},
+        extra={"sequences": rows, "tokens": int((totals["stored"] or 0) - (totals["overlaps"] or 0)),
+               "shards": len(written), "streams": len(units)},
     )
     report.seconds = round(time.time() - started, 3)
     manifest = {

@@ -26,5 +26,6 @@ def token_shard_schema(vocab_size: int) -> DatasetSchema:
                    doc="positions in the row where a document begins (after a </s>)"),
             Column("pack_partition", pa.int32(), nullable=False, doc="packing stream the row came from"),
             Column("pack_index", pa.int64(), nullable=False, doc="position of the row in its packing stream"),
+            Column("documents", pa.int32(), nullable=False, doc="documents whose </s> is a label in this row"),
         ),
     )
