@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# benchmarks/tokenize.py would shadow the standard library: put the repository first instead of this folder
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from dataprep.curate import CurateConfig, run_curate  # noqa: E402
 from dataprep.sample import prose_documents  # noqa: E402
@@ -82,7 +83,7 @@ def main() -> None:
         spark = spark_session(SparkConfig(master=args.master, driver_memory="4g"), "clover-bench-curate")
         cfg = CurateConfig(spark=SparkConfig(partitions=cores * 4))
         start = time.perf_counter()
-        report = run_curate(spark, paths, os.path.join(tmp, "out"), cfg)
+        report = run_curate(spark, paths, os.path.join(tmp, "out"), cfg, validate=False)
         spark_seconds = time.perf_counter() - start
         spark.stop()
 

@@ -27,7 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# benchmarks/tokenize.py would shadow the standard library: put the repository first instead of this folder
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from dataprep.dedup import DedupConfig, run_dedup  # noqa: E402
 from dataprep.sample import edit_words, prose_documents  # noqa: E402
@@ -113,7 +114,8 @@ def bench_quality(docs: int, master: str, threshold: float) -> str:
                     optimum.rows), ("more, shorter bands", 16, 7), ("more, shorter bands", 28, 4))
         for label, bands, band_rows in settings:
             cfg = DedupConfig(threshold=threshold, bands=bands, rows=band_rows)
-            run_dedup(spark, os.path.join(tmp, "docs.parquet"), os.path.join(tmp, "out"), cfg)
+            run_dedup(spark, os.path.join(tmp, "docs.parquet"), os.path.join(tmp, "out"), cfg, validate=False,
+                      allow_unvalidated=True)
             groups: dict[str, set[str]] = {}
             for row in pq.read_table(os.path.join(tmp, "out", "duplicates")).to_pylist():
                 groups.setdefault(row["kept_id"], {row["kept_id"]}).add(row["id"])
@@ -187,7 +189,8 @@ def bench_scale(sizes: list[int], master: str, driver_memory: str) -> str:
             spark = spark_session(SparkConfig(master=master, driver_memory=driver_memory), "clover-bench-dedup")
             with PeakRss() as peak:
                 start = time.perf_counter()
-                report = run_dedup(spark, tmp, os.path.join(tmp, "out"), DedupConfig())
+                report = run_dedup(spark, tmp, os.path.join(tmp, "out"), DedupConfig(), validate=False,
+                                   allow_unvalidated=True)
                 seconds = time.perf_counter() - start
             spark.stop()
             rows.append((f"{report.input:,}", f"{seconds:.0f}", f"{report.input / seconds:,.0f}",

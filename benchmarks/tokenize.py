@@ -56,7 +56,8 @@ def main() -> None:
 
         cfg = TokenizeConfig(seq_len=args.seq_len, spark=SparkConfig(partitions=cores * 2))
         start = time.perf_counter()
-        report, manifest = run_tokenize(spark, docs_dir, tokenizer_dir, os.path.join(tmp, "out"), cfg)
+        report, manifest = run_tokenize(spark, docs_dir, tokenizer_dir, os.path.join(tmp, "out"), cfg, validate=False,
+                                        allow_unvalidated=True)
         seconds = time.perf_counter() - start
         spark.stop()
     pipeline_rate = manifest["tokens"] / seconds / cores

@@ -16,6 +16,7 @@ import pyarrow as pa
 from dataprep import storage
 from dataprep.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_unit
 from dataprep.spark import SparkConfig, partitions_for, write_parquet
+from dataprep.validate import validate_and_commit
 from jobs.config import ConfigError, to_dict
 from quality.classifier import FastTextStep, load_model, predict
 from quality.signals import (
@@ -41,6 +42,10 @@ class CurateConfig:
         metadata={"help": "keep when min <= score <= max; null disables a rule; checked in score order"},
     )
     fasttext: list[FastTextStep] = field(default_factory=list, metadata={"help": "fastText models to apply"})
+    removal_rate_bounds: dict[str, Bounds] = field(
+        default_factory=lambda: {"*": Bounds(max=0.5)},
+        metadata={"help": "validation: share of the input one reason may remove; '*' covers the others"},
+    )
     spark: SparkConfig = field(default_factory=SparkConfig)
 
     def score_columns(self) -> list[str]:
@@ -155,8 +160,8 @@ def _ship_models(spark, steps: list[FastTextStep]) -> Callable[[], dict[str, str
     return local_paths
 
 
-def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig) -> StageReport:
-    """Run the stage and commit OUT atomically; returns the checked report."""
+def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: bool = True) -> StageReport:
+    """Run the stage, validate it (Great Expectations, Data Docs in OUT/data_docs) and commit OUT atomically."""
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -211,5 +216,5 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig) -> StageRe
         storage.remove_dir(staging)
         raise
     storage.write_text(storage.join(staging, "report.json"), report.to_json())
-    storage.commit_dir(staging, out)
+    validate_and_commit(spark, staging, out, report, validate)
     return report

@@ -17,7 +17,9 @@ import pyarrow as pa
 
 from dataprep import storage
 from dataprep.spark import SparkConfig, partitions_for, write_parquet
+from dataprep.validate import validate_and_commit
 from jobs.config import ConfigError, to_dict
+from quality.gate import require_validated
 from quality.minhash import ShingleHasher, band_digests, jaccard, signatures
 from quality.text import normalize_text
 from schemas import QUARANTINE, StageReport
@@ -115,7 +117,7 @@ def _documents_path(uri: str) -> str:
 
 
 def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | None = None,
-              write_index: str | None = None) -> StageReport:
+              write_index: str | None = None, validate: bool = True, allow_unvalidated: bool = False) -> StageReport:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -124,6 +126,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
 
     started = time.time()
     cfg.validate()
+    gate = require_validated(input_uri, allow_unvalidated)
     source = _documents_path(input_uri)
     docs = spark.read.parquet(source)
     missing = {"id", cfg.text_column} - set(docs.columns)
@@ -245,7 +248,8 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     report = StageReport(
         stage="dedup", input=total, output=counts["documents"],
         removed={f"{kind}_duplicate": n for kind, n in sorted(kinds.items())},
-        quarantined=dict(sorted(reasons.items())), config=to_dict(cfg), extra={"source": source, **stats},
+        quarantined=dict(sorted(reasons.items())), config=to_dict(cfg),
+        extra={"source": source, "input_validation": gate, **stats},
     )
     report.seconds = round(time.time() - started, 3)
     storage.remove_dir(storage.join(staging, "_checkpoints"))
@@ -255,7 +259,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
         storage.remove_dir(staging)
         raise
     storage.write_text(storage.join(staging, "report.json"), report.to_json())
-    storage.commit_dir(staging, out)
+    validate_and_commit(spark, staging, out, report, validate)
     return report
 
 

@@ -87,6 +87,11 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def size(uri: str) -> int:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).size
+
+
 def staging_dir(final_uri: str) -> str:
     """A sibling of the final directory where a stage writes before it commits."""
     return f"{final_uri.rstrip('/')}.tmp-{uuid.uuid4().hex[:12]}"

@@ -25,7 +25,9 @@ from dataprep import storage
 from dataprep.ingest import parquet_units
 from dataprep.spark import SparkConfig, write_parquet
 from dataprep.tokenizer import load_tokenizer_metadata
+from dataprep.validate import validate_and_commit
 from jobs.config import ConfigError, to_dict
+from quality.gate import require_validated
 from schemas import QUARANTINE, StageReport
 from schemas.tokens import MANIFEST_SCHEMA_VERSION, token_dtype, token_shard_schema
 
@@ -159,8 +161,9 @@ def source_fingerprint(uri: str) -> str:
     return digest.hexdigest()
 
 
-def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: TokenizeConfig) -> tuple[StageReport, dict]:
-    """Tokenize a documents dataset into shards; returns (report, manifest)."""
+def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: TokenizeConfig, validate: bool = True,
+                 allow_unvalidated: bool = False) -> tuple[StageReport, dict]:
+    """Tokenize a validated documents dataset into shards, validate them; returns (report, manifest)."""
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -168,6 +171,7 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
 
     started = time.time()
     cfg.validate()
+    gate = require_validated(input_uri, allow_unvalidated)
     source = _documents_path(input_uri)
     tokenizer = load_tokenizer_metadata(tokenizer_dir)
     vocab_size, special = tokenizer["vocab_size"], tokenizer["special_ids"]
@@ -215,10 +219,12 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
         F.lit(source).alias("input_file"), F.lit(0).cast("long").alias("line"),
         F.substring(F.to_json(F.struct(*docs.columns)), 1, 1000).alias("raw"), F.col("_reason").alias("reason"), "id")
     write_parquet(quarantine.coalesce(1), storage.join(staging, "quarantine"), QUARANTINE.arrow())
-    totals = spark.read.parquet(storage.join(staging, "shards")).agg(
+    per_file = (spark.read.parquet(storage.join(staging, "shards")).groupBy(F.input_file_name().alias("file")).agg(
         F.count("*").alias("rows"), F.sum("num_tokens").alias("stored"),
         F.sum(F.when(F.col("pack_index") > 0, 1).otherwise(0)).alias("overlaps"),
-        F.sum("documents").alias("documents")).first()
+        F.sum("documents").alias("documents")).collect())
+    shard_tokens = {posixpath.basename(r["file"]): r["stored"] for r in per_file}
+    totals = {k: sum(r[k] or 0 for r in per_file) for k in ("rows", "stored", "overlaps", "documents")}
     rows = totals["rows"]
     counts = {(r["_reason"], r["_empty"]): r["count"] for r in flagged.groupBy("_reason", "_empty").count().collect()}
     quarantined: dict[str, int] = {}
@@ -247,10 +253,11 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
         "sequences": rows,
         "tokens": report.extra["tokens"],
         "documents": report.output,
-        "shards": [{"file": f"shards/{w['file']}", "rows": w["rows"], "bytes": w["bytes"], "sha256": w["sha256"]}
-                   for w in written],
+        "shards": [{"file": f"shards/{w['file']}", "rows": w["rows"], "tokens": shard_tokens.get(w["file"], 0),
+                    "bytes": w["bytes"], "sha256": w["sha256"]} for w in written],
         "source": {"path": source, "fingerprint": source_fingerprint(source)},
         "config": to_dict(cfg),
+        "input_validation": gate,
         "validation": None,
     }
     try:
@@ -260,5 +267,5 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
         raise
     storage.write_text(storage.join(staging, "report.json"), report.to_json())
     storage.write_text(storage.join(staging, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
-    storage.commit_dir(staging, out)
-    return report, manifest
+    validate_and_commit(spark, staging, out, report, validate)
+    return report, json.loads(storage.read_text(storage.join(out, "manifest.json")))

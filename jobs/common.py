@@ -7,6 +7,7 @@ import sys
 from typing import Any, TypeVar
 
 from jobs.config import ConfigError, load_config, parse_set_option
+from quality.gate import UnvalidatedDataset
 
 T = TypeVar("T")
 
@@ -24,6 +25,22 @@ def add_spark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, help="output partitions (default: from input size)")
 
 
+def add_validation_arguments(parser: argparse.ArgumentParser, gated_input: bool = True) -> None:
+    parser.add_argument("--no-validate", action="store_true", help="skip this stage's validation suite")
+    if gated_input:
+        parser.add_argument("--allow-unvalidated", action="store_true",
+                            help="accept an input whose validation failed or is missing (recorded in the output)")
+
+
+def validation_exit(report) -> int:
+    """Print the stage's validation summary; 1 when it failed."""
+    outcome = report.extra.get("validation")
+    if outcome is None:
+        return 0
+    print(outcome["table"])
+    return 0 if outcome["success"] else 1
+
+
 def stage_config(cls: type[T], args: argparse.Namespace, flags: dict[str, Any]) -> T:
     """Defaults, then --config, then --set, then the stage's named flags."""
     overrides = dict(parse_set_option(item) for item in args.set)
@@ -37,7 +54,7 @@ def exit_on_config_error(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (ConfigError, FileNotFoundError) as err:
+        except (ConfigError, FileNotFoundError, UnvalidatedDataset) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
 

@@ -111,6 +111,11 @@ def load_config(cls: type[T], path: str | None = None, overrides: dict[str, Any]
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
 
 
+def build_config(cls: type[T], data: dict) -> T:
+    """A config from a plain dict, such as the `config` a stage recorded in its report."""
+    return _build(cls, data)
+
+
 def to_dict(cfg: Any) -> dict:
     """Plain dict of a config, for reports and manifests."""
     return dataclasses.asdict(cfg)

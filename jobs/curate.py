@@ -6,7 +6,14 @@ import sys
 
 from dataprep.curate import CurateConfig, run_curate
 from dataprep.spark import spark_session
-from jobs.common import add_spark_arguments, exit_on_config_error, stage_config, stage_parser
+from jobs.common import (
+    add_spark_arguments,
+    add_validation_arguments,
+    exit_on_config_error,
+    stage_config,
+    stage_parser,
+    validation_exit,
+)
 
 DESCRIPTION = "Ingest JSONL/Parquet/.txt, normalize, score quality, and keep, reject or quarantine each record."
 
@@ -18,6 +25,7 @@ def build_parser(prog: str = "clover curate"):
     parser.add_argument("--text-field", help="input field with the text (default: text)")
     parser.add_argument("--id-field", help="input field with the id (default: id; derived when absent)")
     add_spark_arguments(parser)
+    add_validation_arguments(parser, gated_input=False)
     return parser
 
 
@@ -32,10 +40,10 @@ def main(argv: list[str] | None = None, prog: str = "clover curate") -> int:
     })
     cfg.validate()
     spark = spark_session(cfg.spark, "clover-curate")
-    report = run_curate(spark, args.inputs, args.out, cfg)
+    report = run_curate(spark, args.inputs, args.out, cfg, validate=not args.no_validate)
     print(f"curate: {report.input} in, {report.output} kept, removed {report.removed}, "
           f"quarantined {report.quarantined} -> {args.out}")
-    return 0
+    return validation_exit(report)
 
 
 if __name__ == "__main__":

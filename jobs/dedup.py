@@ -6,7 +6,14 @@ import sys
 
 from dataprep.dedup import DedupConfig, run_dedup
 from dataprep.spark import spark_session
-from jobs.common import add_spark_arguments, exit_on_config_error, stage_config, stage_parser
+from jobs.common import (
+    add_spark_arguments,
+    add_validation_arguments,
+    exit_on_config_error,
+    stage_config,
+    stage_parser,
+    validation_exit,
+)
 from quality.minhash import lsh_params
 
 DESCRIPTION = "Remove exact and near-duplicate documents (MinHash-LSH, verified, clustered on Spark)."
@@ -23,6 +30,7 @@ def build_parser(prog: str):
     parser.add_argument("--against", metavar="INDEX", help="also remove duplicates of an earlier dataset's index")
     parser.add_argument("--write-index", metavar="INDEX", help="write the kept documents' signatures for --against")
     add_spark_arguments(parser)
+    add_validation_arguments(parser)
     return parser
 
 
@@ -36,11 +44,12 @@ def main(argv: list[str] | None = None, prog: str = "clover dedup") -> int:
         params = lsh_params(cfg.threshold, cfg.num_perm)
         cfg.bands, cfg.rows = params.bands, params.rows
     spark = spark_session(cfg.spark, "clover-dedup")
-    report = run_dedup(spark, args.input, args.out, cfg, against=args.against, write_index=args.write_index)
+    report = run_dedup(spark, args.input, args.out, cfg, against=args.against, write_index=args.write_index,
+                       validate=not args.no_validate, allow_unvalidated=args.allow_unvalidated)
     print(f"dedup: {report.input} in, {report.output} kept, removed {report.removed}, "
           f"quarantined {report.quarantined}; {report.extra['candidate_pairs']} candidate pairs, "
           f"{report.extra['verified_pairs']} verified, bands {cfg.bands}x{cfg.rows} -> {args.out}")
-    return 0
+    return validation_exit(report)
 
 
 if __name__ == "__main__":

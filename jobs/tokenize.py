@@ -10,7 +10,14 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 
 from dataprep.spark import spark_session  # noqa: E402
 from dataprep.tokenize import TokenizeConfig, run_tokenize  # noqa: E402
-from jobs.common import add_spark_arguments, exit_on_config_error, stage_config, stage_parser  # noqa: E402
+from jobs.common import (  # noqa: E402
+    add_spark_arguments,
+    add_validation_arguments,
+    exit_on_config_error,
+    stage_config,
+    stage_parser,
+    validation_exit,
+)
 
 
 @exit_on_config_error
@@ -21,14 +28,16 @@ def main(argv: list[str] | None = None, prog: str = "clover tokenize") -> int:
     parser.add_argument("--out", required=True, help="output directory (shards/, manifest.json, report.json)")
     parser.add_argument("--seq-len", type=int, help="sequence length (default 8192)")
     add_spark_arguments(parser)
+    add_validation_arguments(parser)
     args = parser.parse_args(argv)
     cfg = stage_config(TokenizeConfig, args, {"seq_len": args.seq_len, "spark.master": args.master,
                                               "spark.partitions": args.partitions})
     spark = spark_session(cfg.spark, "clover-tokenize")
-    report, manifest = run_tokenize(spark, args.input, args.tokenizer, args.out, cfg)
+    report, manifest = run_tokenize(spark, args.input, args.tokenizer, args.out, cfg, validate=not args.no_validate,
+                                    allow_unvalidated=args.allow_unvalidated)
     print(f"tokenize: {report.input} documents in, {report.output} tokenized into {manifest['sequences']} sequences "
           f"of {cfg.seq_len + 1} ({manifest['tokens']} tokens, {len(manifest['shards'])} shards) -> {args.out}")
-    return 0
+    return validation_exit(report)
 
 
 if __name__ == "__main__":

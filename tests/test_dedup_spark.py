@@ -60,7 +60,7 @@ def corpus(tmp_path_factory):
 def _run(spark, corpus, out, **overrides):
     root, _ = corpus
     cfg = DedupConfig(score_column="quality", **overrides)
-    return run_dedup(spark, str(root / "docs.parquet"), str(out), cfg)
+    return run_dedup(spark, str(root / "docs.parquet"), str(out), cfg, validate=False, allow_unvalidated=True)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_spark_submit_local1_matches_local2(corpus, deduped, tmp_path):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     result = subprocess.run(
         ["spark-submit", "--master", "local[1]", os.path.join(REPO, "jobs", "dedup.py"), str(root / "docs.parquet"),
-         "--out", str(tmp_path / "one"), "--score-column", "quality"],
+         "--out", str(tmp_path / "one"), "--score-column", "quality", "--allow-unvalidated", "--no-validate"],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for dataset in ("documents", "duplicates"):
@@ -129,8 +129,10 @@ def test_verification_stops_false_positive_merges(spark, tmp_path):
     texts = {"a": half + " " + " ".join(base[1].split()[:100]), "b": half + " " + " ".join(base[1].split()[100:200])}
     pq.write_table(pa.table({"id": list(texts), "text": list(texts.values())}), tmp_path / "d.parquet")
     loose = dict(num_perm=20, bands=20, rows=1)  # one value per band: Jaccard ~0.3 pairs become candidates
-    verified = run_dedup(spark, str(tmp_path / "d.parquet"), str(tmp_path / "v"), DedupConfig(**loose))
-    unverified = run_dedup(spark, str(tmp_path / "d.parquet"), str(tmp_path / "u"), DedupConfig(verify=False, **loose))
+    common = dict(validate=False, allow_unvalidated=True)
+    verified = run_dedup(spark, str(tmp_path / "d.parquet"), str(tmp_path / "v"), DedupConfig(**loose), **common)
+    unverified = run_dedup(spark, str(tmp_path / "d.parquet"), str(tmp_path / "u"), DedupConfig(verify=False, **loose),
+                           **common)
     assert verified.extra["candidate_pairs"] == 1 and verified.extra["verified_pairs"] == 0
     assert verified.output == 2 and unverified.output == 1
 
@@ -144,14 +146,15 @@ def test_oversized_buckets_are_capped_and_counted(spark, corpus, tmp_path):
 def test_against_an_index_removes_earlier_duplicates(spark, corpus, tmp_path):
     root, base = corpus
     first = run_dedup(spark, str(root / "docs.parquet"), str(tmp_path / "first"), DedupConfig(),
-                      write_index=str(tmp_path / "index"))
+                      write_index=str(tmp_path / "index"), validate=False, allow_unvalidated=True)
     assert first.output > 0 and (tmp_path / "index" / "index.json").exists()
     rng = random.Random(9)
     new = {"fresh": "A brand new document about something else entirely. " * 3,
            "again-03": base[3], "near-04": edit_words(base[4], 0.02, rng)}
     pq.write_table(pa.table({"id": list(new), "text": list(new.values())}), tmp_path / "new.parquet")
     report = run_dedup(spark, str(tmp_path / "new.parquet"), str(tmp_path / "second"), DedupConfig(),
-                       against=str(tmp_path / "index"))
+                       against=str(tmp_path / "index"), allow_unvalidated=True)
+    assert report.extra["validation"]["success"]  # kept_ids pointing into the index count as found
     dups = {d["id"]: d for d in _rows(tmp_path / "second" / "duplicates")}
     assert dups["again-03"]["kind"] == "exact" and dups["again-03"]["kept_id"] == "doc03"
     assert dups["near-04"]["kind"] == "near" and dups["near-04"]["kept_id"] == "doc04"

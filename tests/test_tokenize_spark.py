@@ -42,7 +42,8 @@ def shards(spark, documents, tokenizer, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards") / "out"
     cfg = TokenizeConfig(seq_len=SEQ_LEN, shard_bytes=20_000, row_group_rows=16)
     cfg.spark.partitions = 3
-    report, manifest = run_tokenize(spark, str(root / "docs.parquet"), str(tokenizer[0]), str(out), cfg)
+    report, manifest = run_tokenize(spark, str(root / "docs.parquet"), str(tokenizer[0]), str(out), cfg,
+                                    allow_unvalidated=True)
     return out, report, manifest
 
 
@@ -69,7 +70,8 @@ def test_report_accounts_for_every_document(shards):
 def test_manifest_matches_shards(shards):
     out, _, manifest = shards
     on_disk = json.loads((out / "manifest.json").read_text())
-    assert on_disk == manifest and on_disk["validation"] is None
+    assert on_disk == manifest and on_disk["validation"]["success"], on_disk["validation"]
+    assert on_disk["input_validation"]["allowed_unvalidated"] is True  # the override is recorded
     assert on_disk["seq_len"] == SEQ_LEN and on_disk["token_dtype"] == "uint16"
     assert len(on_disk["shards"]) > 1
     for shard in on_disk["shards"]:
@@ -116,5 +118,6 @@ def test_rerun_is_byte_identical(spark, documents, tokenizer, shards, tmp_path):
     root, _ = documents
     cfg = TokenizeConfig(seq_len=SEQ_LEN, shard_bytes=20_000, row_group_rows=16)
     cfg.spark.partitions = 3
-    _, again = run_tokenize(spark, str(root / "docs.parquet"), str(tokenizer[0]), str(tmp_path / "again"), cfg)
+    _, again = run_tokenize(spark, str(root / "docs.parquet"), str(tokenizer[0]), str(tmp_path / "again"), cfg,
+                            validate=False, allow_unvalidated=True)
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]

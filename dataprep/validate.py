@@ -1,0 +1,198 @@
+"""Validate any Clover dataset with Great Expectations on Spark DataFrames, publish Data Docs, and record
+the result in the dataset's report.json or manifest.json (which the gate reads)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+from dataprep import storage
+from quality import expectations as suites
+from quality.gate import dataset_record
+from quality.signals import SCORE_RANGES, Bounds
+
+# Removal-rate bounds when the stage config sets none: any one reason removing over half the input is a bug.
+DEFAULT_REMOVAL_BOUNDS = {"*": Bounds(max=0.5)}
+
+
+@dataclass
+class Validation:
+    kind: str
+    success: bool
+    checks: list[dict] = field(default_factory=list)
+    data_docs: str = ""
+
+    @property
+    def failed(self) -> list[dict]:
+        return [c for c in self.checks if not c["success"]]
+
+    def record(self) -> dict:
+        import great_expectations as gx
+
+        return {"kind": self.kind, "success": self.success, "expectations": len(self.checks),
+                "failed": self.failed, "data_docs": self.data_docs,
+                "validated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "great_expectations": gx.__version__}
+
+    def table(self) -> str:
+        rows = [("suite", "expectation", "column", "unexpected", "of")]
+        rows += [(c["suite"], c["expectation"], c.get("column") or "", str(c.get("unexpected_count")),
+                  str(c.get("element_count"))) for c in self.failed]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+        verdict = "PASSED" if self.success else f"FAILED ({len(self.failed)} of {len(self.checks)} expectations)"
+        body = "\n".join(lines) if self.failed else f"all {len(self.checks)} expectations met"
+        return f"{self.kind}: {verdict}\n{body}\nData Docs: {self.data_docs}"
+
+
+def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str) -> Validation:
+    """Validate each (DataFrame, expectations) with one checkpoint; Data Docs get a page per suite."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.add_data_docs_site(site_name="clover", site_config={
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    source = context.data_sources.add_spark(name="clover")
+    checks: list[dict] = []
+    success = True
+    for name, (frame, expectations) in frames.items():
+        batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("whole")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{kind}.{name}", expectations=expectations))
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=f"{kind}-{name}", validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["clover"])],
+            result_format={"result_format": "SUMMARY"}))
+        result = checkpoint.run(batch_parameters={"dataframe": frame})
+        success &= result.success
+        for run in result.run_results.values():
+            for item in run.results:
+                kwargs = item.expectation_config.kwargs
+                checks.append({"suite": name, "expectation": item.expectation_config.type,
+                               "column": kwargs.get("column"), "success": bool(item.success),
+                               "unexpected_count": item.result.get("unexpected_count"),
+                               "element_count": item.result.get("element_count"),
+                               "bounds": [kwargs.get("min_value"), kwargs.get("max_value")]
+                               if "min_value" in kwargs or "max_value" in kwargs else None})
+    return Validation(kind, success, checks, os.path.join(docs_dir, "index.html"))
+
+
+def _curate_frames(spark, root: str, record: dict) -> dict:
+    from dataprep.curate import CurateConfig
+    from jobs.config import build_config
+
+    cfg = build_config(CurateConfig, record["config"])
+    documents = spark.read.parquet(storage.join(root, "documents"))
+    ranges = {name: SCORE_RANGES.get(name, (0.0, 1.0)) for name in cfg.score_columns()}
+    total = max(record["input"], 1)
+    rates = {reason: count / total for reason, count in record["removed"].items()}
+    frames = {"documents": (documents, suites.documents_suite(ranges, cfg.thresholds))}
+    rate_checks = suites.removal_rate_suite(rates, cfg.removal_rate_bounds or DEFAULT_REMOVAL_BOUNDS)
+    if rate_checks:
+        row = spark.createDataFrame([tuple(rates.values())], ", ".join(f"`rate__{r}` double" for r in rates))
+        frames["removal_rates"] = (row, rate_checks)
+    return frames
+
+
+def _dedup_frames(spark, root: str, record: dict) -> dict:
+    from pyspark.sql import functions as F
+
+    documents = spark.read.parquet(storage.join(root, "documents"))
+    duplicates = spark.read.parquet(storage.join(root, "duplicates"))
+    known = documents.select(F.col("id").alias("kept_id"))
+    against = record.get("against")
+    if against:  # a duplicate of an indexed document points outside this dataset
+        known = known.unionByName(spark.read.parquet(storage.join(against, "signatures")).select(F.col("id").alias("kept_id")))
+    found = known.distinct().withColumn("kept_found", F.lit(True))
+    checked = duplicates.join(found, "kept_id", "left").withColumn("kept_found", F.coalesce("kept_found", F.lit(False)))
+    return {"documents": (documents, suites.dedup_documents_suite()), "duplicates": (checked, suites.duplicates_suite())}
+
+
+def _file_sha256(uri: str) -> str:
+    fs, path = storage.resolve(uri)
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _token_frames(spark, root: str, manifest: dict) -> dict:
+    from pyspark.sql import functions as F
+
+    eos = manifest["tokenizer"]["special_ids"]["eos"]
+    shards = spark.read.parquet(storage.join(root, "shards")).withColumn("_file", F.input_file_name())
+    rows = shards.select(F.size("tokens").alias("row_length"), F.array_max("tokens").alias("max_token"), "num_tokens")
+    labels = F.slice("tokens", 2, F.greatest(F.col("num_tokens") - 1, F.lit(1)))
+    eos_labels = F.size(F.filter(labels, lambda t: t == eos))
+    totals = shards.agg(F.sum(eos_labels).alias("eos_labels"), F.sum("documents").alias("documents_column"),
+                        F.count("*").alias("sequences"))
+    on_disk = {os.path.basename(r["_file"]): r for r in shards.groupBy("_file").agg(
+        F.count("*").alias("rows"), F.sum("num_tokens").alias("tokens")).collect()}
+    entries = manifest["shards"]
+    hashes = (spark.sparkContext.parallelize([storage.join(root, e["file"]) for e in entries], max(1, len(entries)))
+              .map(lambda uri: (uri, _file_sha256(uri) if storage.exists(uri) else "")).collect())
+    sha = {os.path.basename(uri): digest for uri, digest in hashes}
+    table = []
+    for entry in entries:
+        name = os.path.basename(entry["file"])
+        seen = on_disk.get(name)
+        size = storage.size(storage.join(root, entry["file"])) if sha[name] else -1
+        table.append((entry["file"], bool(sha[name]), bool(seen) and seen["rows"] == entry["rows"],
+                      bool(seen) and seen["tokens"] == entry.get("tokens", seen["tokens"]),
+                      size == entry["bytes"], sha[name] == entry["sha256"]))
+    shard_frame = spark.createDataFrame(
+        table, "file string, file_found boolean, rows_match boolean, tokens_match boolean, bytes_match boolean, "
+               "sha256_match boolean")
+    return {
+        "token_rows": (rows, suites.token_rows_suite(manifest["seq_len"], manifest["tokenizer"]["vocab_size"])),
+        "token_totals": (totals, suites.token_totals_suite(manifest["documents"], manifest["sequences"])),
+        "token_shards": (shard_frame, suites.token_shards_suite()),
+    }
+
+
+def _pairs_frames(spark, root: str, record: dict) -> dict:
+    from pyspark.sql import functions as F
+
+    pairs = spark.read.parquet(storage.join(root, "pairs"))
+    checked = pairs.withColumn("chosen_differs", F.col("chosen") != F.col("rejected"))
+    return {"preference_pairs": (checked, suites.preference_pairs_suite())}
+
+
+FRAMES = {"curate": _curate_frames, "dedup": _dedup_frames, "tokens": _token_frames, "prep-pairs": _pairs_frames}
+
+
+def validate_dataset(spark, path: str, docs_dir: str | None = None) -> Validation:
+    """Validate the dataset at `path`, write Data Docs, and record the result in its report or manifest."""
+    found = dataset_record(path)
+    if found is None:
+        raise FileNotFoundError(f"{path} is not a Clover dataset: no report.json or manifest.json")
+    record_uri, record = found
+    root = record_uri.rsplit("/", 1)[0]
+    kind = record.get("kind") if record_uri.endswith("manifest.json") else record.get("stage")
+    if kind not in FRAMES:
+        raise ValueError(f"{record_uri}: no validation suite for datasets of kind {kind!r}")
+    docs_dir = docs_dir or storage.join(root, "data_docs")
+    result = run_suites(FRAMES[kind](spark, root, record), docs_dir, kind)
+    record["validation"] = result.record()
+    if docs_dir == storage.join(root, "data_docs"):  # beside the dataset: relative, so it survives the commit
+        record["validation"]["data_docs"] = "data_docs/index.html"
+    storage.write_text(record_uri, json.dumps(record, indent=2, default=str) + "\n")
+    return result
+
+
+def validate_and_commit(spark, staging: str, out: str, report, validate: bool) -> None:
+    """Validate the staged dataset (recording the result in it), then commit it, passed or not.
+
+    A failed dataset is still committed so that it can be inspected; the gate keeps it from the
+    next stage. `report.extra["validation"]` carries the outcome for the caller.
+    """
+    if validate:
+        result = validate_dataset(spark, staging)
+        report.extra["validation"] = {"success": result.success, "failed": result.failed, "table": result.table()}
+    storage.commit_dir(staging, out)

@@ -1,0 +1,45 @@
+"""The validation gate: a dataset whose validation failed or is missing does not reach the next stage.
+
+Reads only the dataset's report.json or manifest.json, so the trainer can use it without Spark.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+from dataprep import storage
+
+RECORD_FILES = ("manifest.json", "report.json")
+
+
+class UnvalidatedDataset(RuntimeError):
+    """The input's validation failed or never ran, and --allow-unvalidated was not given."""
+
+
+def dataset_record(path: str) -> tuple[str, dict] | None:
+    """(uri, parsed JSON) of the report or manifest describing `path` (or its parent, for documents/)."""
+    for root in (path.rstrip("/"), posixpath.dirname(path.rstrip("/"))):
+        for name in RECORD_FILES:
+            uri = storage.join(root, name)
+            if storage.exists(uri):
+                return uri, json.loads(storage.read_text(uri))
+    return None
+
+
+def require_validated(path: str, allow_unvalidated: bool = False) -> dict:
+    """What the gate saw, for the output's manifest or report; raises unless validation passed."""
+    record = dataset_record(path)
+    validation = (record[1].get("validation") if record else None) or None
+    status = {"input": path, "record": record[0] if record else None,
+              "validated": validation is not None, "success": bool(validation and validation.get("success")),
+              "allowed_unvalidated": False}
+    if status["success"]:
+        return status
+    if allow_unvalidated:
+        return {**status, "allowed_unvalidated": True}
+    if validation is None:
+        why = "it was never validated" if record else "it has no report.json or manifest.json"
+        raise UnvalidatedDataset(f"{path}: {why}. Run `clover validate {path}` first, or pass --allow-unvalidated.")
+    failed = ", ".join(f"{c['suite']}:{c['expectation']}({c.get('column') or ''})" for c in validation.get("failed", []))
+    raise UnvalidatedDataset(f"{path}: validation failed ({failed}). Fix the data, or pass --allow-unvalidated.")

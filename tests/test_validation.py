@@ -1,0 +1,159 @@
+"""Great Expectations gates: planted violations fail and are named, clean datasets pass, the gate blocks."""
+
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dataprep.curate import CurateConfig, run_curate
+from dataprep.dedup import DedupConfig, run_dedup
+from dataprep.sample import stdlib_docstrings
+from dataprep.tokenize import TokenizeConfig, run_tokenize
+from dataprep.tokenizer import TokenizerConfig, train_tokenizer
+from dataprep.validate import run_suites, validate_dataset
+from jobs.validate import main as validate_main
+from quality.expectations import preference_pairs_suite
+from quality.gate import UnvalidatedDataset, require_validated
+
+
+def _failed(result):
+    return {(c["suite"], c["expectation"], c["column"]) for c in result.failed}
+
+
+@pytest.fixture(scope="module")
+def curated(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("val")
+    docs = stdlib_docstrings()[:120]
+    (root / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
+    out = root / "curated"
+    report = run_curate(spark, [str(root / "in.jsonl")], str(out), CurateConfig())
+    return out, report
+
+
+def test_clean_curate_output_passes_and_publishes_data_docs(curated):
+    out, report = curated
+    assert report.extra["validation"]["success"], report.extra["validation"]["table"]
+    record = json.loads((out / "report.json").read_text())["validation"]
+    assert record["success"] and record["expectations"] > 40 and record["data_docs"] == "data_docs/index.html"
+    assert (out / "data_docs" / "index.html").exists()
+    pages = list((out / "data_docs" / "validations").rglob("*.html"))
+    assert {p.name.split("-", 1)[1] for p in pages} >= {"documents.html", "removal_rates.html"}
+    assert require_validated(str(out))["success"]
+
+
+def test_duplicate_id_fails_and_is_named(spark, curated, tmp_path):
+    out, _ = curated
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    first = pq.read_table(bad / "documents").slice(0, 1)
+    pq.write_table(first, bad / "documents" / "part-99999.parquet")
+    result = validate_dataset(spark, str(bad))
+    assert not result.success
+    assert ("documents", "expect_column_values_to_be_unique", "id") in _failed(result)
+    with pytest.raises(UnvalidatedDataset, match="validation failed.*expect_column_values_to_be_unique"):
+        run_dedup(spark, str(bad), str(tmp_path / "dedup"), DedupConfig())
+
+
+def test_removal_rate_out_of_bounds_fails(spark, curated, tmp_path):
+    out, report = curated
+    bad = tmp_path / "strict"
+    shutil.copytree(out, bad)
+    record = json.loads((bad / "report.json").read_text())
+    record["config"]["removal_rate_bounds"] = {"*": {"min": None, "max": 0.001}}
+    (bad / "report.json").write_text(json.dumps(record))
+    result = validate_dataset(spark, str(bad))
+    names = {(c["suite"], c["column"]) for c in result.failed}
+    assert {("removal_rates", f"rate__{reason}") for reason in report.removed} & names
+
+
+def test_gate_blocks_unvalidated_input_and_records_the_override(spark, curated, tmp_path):
+    out, _ = curated
+    raw = tmp_path / "raw.parquet"
+    pq.write_table(pq.read_table(out / "documents"), raw)
+    with pytest.raises(UnvalidatedDataset, match="no report.json or manifest.json"):
+        run_dedup(spark, str(raw), str(tmp_path / "d1"), DedupConfig())
+    report = run_dedup(spark, str(raw), str(tmp_path / "d2"), DedupConfig(), allow_unvalidated=True)
+    assert report.extra["input_validation"]["allowed_unvalidated"] is True
+    chained = run_dedup(spark, str(out), str(tmp_path / "d3"), DedupConfig())  # a validated input passes the gate
+    assert chained.extra["input_validation"]["success"] and chained.extra["validation"]["success"]
+
+
+@pytest.fixture(scope="module")
+def tokens(spark, curated, tmp_path_factory):
+    out, _ = curated
+    root = tmp_path_factory.mktemp("valtok")
+    train_tokenizer(spark, str(out / "documents"), str(root / "tok"), TokenizerConfig(vocab_size=400, sample_docs=80))
+    report, manifest = run_tokenize(spark, str(out), str(root / "tok"), str(root / "tokens"),
+                                    TokenizeConfig(seq_len=32, shard_bytes=4000))
+    assert report.extra["validation"]["success"], report.extra["validation"]["table"]
+    return root / "tokens", manifest
+
+
+def _rewrite_first_shard(tokens_dir, tmp_path, change):
+    bad = tmp_path / "tokens"
+    shutil.copytree(tokens_dir, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    path = bad / manifest["shards"][0]["file"]
+    rows = pq.read_table(path).to_pylist()
+    change(rows)
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+    return bad
+
+
+def test_out_of_vocabulary_token_fails(spark, tokens, tmp_path):
+    tokens_dir, manifest = tokens
+
+    def plant(rows):
+        rows[0]["tokens"][5] = manifest["tokenizer"]["vocab_size"]
+
+    result = validate_dataset(spark, str(_rewrite_first_shard(tokens_dir, tmp_path, plant)))
+    failed = _failed(result)
+    assert ("token_rows", "expect_column_values_to_be_between", "max_token") in failed
+    assert ("token_shards", "expect_column_values_to_be_in_set", "sha256_match") in failed
+
+
+def test_short_row_fails(spark, tokens, tmp_path):
+    tokens_dir, _ = tokens
+    result = validate_dataset(spark, str(_rewrite_first_shard(tokens_dir, tmp_path, lambda rows: rows[0]["tokens"].pop())))
+    assert ("token_rows", "expect_column_values_to_be_between", "row_length") in _failed(result)
+
+
+def test_manifest_sha256_mismatch_fails(spark, tokens, tmp_path):
+    tokens_dir, _ = tokens
+    bad = tmp_path / "tokens"
+    shutil.copytree(tokens_dir, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["shards"][0]["sha256"] = "0" * 64
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    result = validate_dataset(spark, str(bad))
+    assert _failed(result) == {("token_shards", "expect_column_values_to_be_in_set", "sha256_match")}
+    with pytest.raises(UnvalidatedDataset):
+        require_validated(str(bad))
+
+
+def test_preference_pairs_suite(spark, tmp_path):
+    rows = [("p1", "Say hi", "Hi!", "Go away."), ("p1", "Dup id", "a", "b"), ("p3", "", "same", "same")]
+    pairs = spark.createDataFrame(rows, "pair_id string, prompt string, chosen string, rejected string")
+    checked = pairs.withColumn("chosen_differs", pairs.chosen != pairs.rejected)
+    result = run_suites({"preference_pairs": (checked, preference_pairs_suite())}, str(tmp_path / "docs"), "pairs")
+    assert _failed(result) == {
+        ("preference_pairs", "expect_column_values_to_be_unique", "pair_id"),
+        ("preference_pairs", "expect_column_value_lengths_to_be_between", "prompt"),
+        ("preference_pairs", "expect_column_values_to_be_in_set", "chosen_differs"),
+    }
+    clean = checked.where("pair_id = 'p1' and prompt = 'Say hi'")
+    assert run_suites({"preference_pairs": (clean, preference_pairs_suite())}, str(tmp_path / "d2"), "pairs").success
+
+
+def test_validate_cli_exit_codes(curated, tokens, tmp_path, capsys):
+    out, _ = curated
+    assert validate_main([str(out)]) == 0
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    pq.write_table(pq.read_table(bad / "documents").slice(0, 1), bad / "documents" / "part-99999.parquet")
+    assert validate_main([str(bad)]) == 1
+    printed = capsys.readouterr().out
+    assert "FAILED" in printed and "expect_column_values_to_be_unique" in printed
+    assert validate_main([str(tmp_path / "nothing")]) == 2
