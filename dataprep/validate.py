@@ -194,5 +194,6 @@ def validate_and_commit(spark, staging: str, out: str, report, validate: bool) -
     """
     if validate:
         result = validate_dataset(spark, staging)
-        report.extra["validation"] = {"success": result.success, "failed": result.failed, "table": result.table()}
+        report.extra["validation"] = {"success": result.success, "failed": result.failed,
+                                      "table": result.table().replace(staging, out)}
     storage.commit_dir(staging, out)
