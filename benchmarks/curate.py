@@ -9,23 +9,24 @@ one process on one core, with its usual early exit (a document stops at its firs
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
-import tempfile
-import time
 
 # benchmarks/tokenize.py would shadow the standard library: put the repository first instead of this folder
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dataprep.curate import CurateConfig, run_curate  # noqa: E402
-from dataprep.sample import prose_documents  # noqa: E402
-from dataprep.spark import SparkConfig, spark_session  # noqa: E402
-from quality.signals import DocumentScorer, SignalConfig  # noqa: E402
-from quality.text import normalize_text  # noqa: E402
+import argparse
+import json
+import platform
+import subprocess
+import tempfile
+import time
+
+from dataprep.curate import CurateConfig, run_curate
+from dataprep.sample import prose_documents
+from dataprep.spark import SparkConfig, spark_session
+from quality.signals import DocumentScorer, SignalConfig
+from quality.text import normalize_text
 
 DATATROVE_SCRIPT = r"""
 import json, sys, time

@@ -13,12 +13,16 @@ scale: end-to-end time and peak memory of `clover dedup` on local Spark.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# benchmarks/tokenize.py would shadow the standard library: put the repository first instead of this folder
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import argparse
 import itertools
-import os
 import platform
 import random
-import sys
 import tempfile
 import threading
 import time
@@ -27,13 +31,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# benchmarks/tokenize.py would shadow the standard library: put the repository first instead of this folder
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from dataprep.dedup import DedupConfig, run_dedup  # noqa: E402
-from dataprep.sample import edit_words, prose_documents  # noqa: E402
-from dataprep.spark import SparkConfig, spark_session  # noqa: E402
-from quality.minhash import ShingleHasher, jaccard, lsh_params, shingle_words, signatures  # noqa: E402
+from dataprep.dedup import DedupConfig, run_dedup
+from dataprep.sample import edit_words, prose_documents
+from dataprep.spark import SparkConfig, spark_session
+from quality.minhash import ShingleHasher, jaccard, lsh_params, shingle_words, signatures
 
 
 def table(header: tuple, rows: list[tuple]) -> str:
@@ -183,7 +184,7 @@ def bench_scale(sizes: list[int], master: str, driver_memory: str) -> str:
     rows = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            child = multiprocessing.get_context("spawn").Process(target=write_planted, args=(tmp, size))
+            child = multiprocessing.get_context("fork").Process(target=write_planted, args=(tmp, size))
             child.start()
             child.join()
             spark = spark_session(SparkConfig(master=master, driver_memory=driver_memory), "clover-bench-dedup")

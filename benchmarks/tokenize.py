@@ -12,18 +12,18 @@ import sys
 # This file shares its name with the standard library's tokenize: take its folder off the path first.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import platform
+import tempfile
+import time
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from dataprep.sample import prose_documents  # noqa: E402
-from dataprep.spark import SparkConfig, spark_session  # noqa: E402
-from dataprep.tokenize import TokenizeConfig, run_tokenize  # noqa: E402
-from dataprep.tokenizer import TokenizerConfig, train_tokenizer  # noqa: E402
+from dataprep.sample import prose_documents
+from dataprep.spark import SparkConfig, spark_session
+from dataprep.tokenize import TokenizeConfig, run_tokenize
+from dataprep.tokenizer import TokenizerConfig, train_tokenizer
 
 
 def main() -> None:

@@ -8,9 +8,9 @@ import sys
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)  # run as a script: this folder must not shadow the standard library's tokenize
 
-from dataprep.spark import spark_session  # noqa: E402
-from dataprep.tokenize import TokenizeConfig, run_tokenize  # noqa: E402
-from jobs.common import (  # noqa: E402
+from dataprep.spark import spark_session
+from dataprep.tokenize import TokenizeConfig, run_tokenize
+from jobs.common import (
     add_spark_arguments,
     add_validation_arguments,
     exit_on_config_error,
