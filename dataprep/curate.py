@@ -6,16 +6,15 @@ scores) or OUT/quarantine (malformed), and report.json proves the sum.
 
 from __future__ import annotations
 
-import posixpath
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from dataprep import storage
 from dataprep.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_unit
-from dataprep.spark import SparkConfig, partitions_for, write_parquet
+from dataprep.spark import SparkConfig, partitions_for, ship_file, write_parquet
 from dataprep.validate import validate_and_commit
 from jobs.config import ConfigError, to_dict
 from quality.classifier import FastTextStep, load_model, predict
@@ -145,21 +144,6 @@ def _read_units(cfg: IngestConfig):
     return read
 
 
-def _ship_models(spark, steps: list[FastTextStep]) -> Callable[[], dict[str, str]]:
-    """Send each fastText model along with the job; the returned function finds the executor's copy."""
-    from pyspark import SparkFiles
-
-    files = {}
-    for step in steps:
-        spark.sparkContext.addFile(step.model)
-        files[step.name] = posixpath.basename(step.model)
-
-    def local_paths() -> dict[str, str]:
-        return {name: SparkFiles.get(base) for name, base in files.items()}
-
-    return local_paths
-
-
 def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: bool = True) -> StageReport:
     """Run the stage, validate it (Great Expectations, Data Docs in OUT/data_docs) and commit OUT atomically."""
     from pyspark.sql import functions as F
@@ -183,10 +167,10 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
         .sortWithinPartitions("_key", "input_file", "line")
         .drop("_key")
     )
-    model_paths = _ship_models(spark, cfg.fasttext)
+    model_paths = {step.name: ship_file(spark, step.model) for step in cfg.fasttext}
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return _PartitionScorer(cfg, model_paths())(batches)
+        return _PartitionScorer(cfg, {name: path() for name, path in model_paths.items()})(batches)
 
     scored = ordered.mapInArrow(score, from_arrow_schema(_scored_schema(cfg))).persist()
     try:

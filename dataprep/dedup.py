@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep import storage
-from dataprep.spark import SparkConfig, partitions_for, write_parquet
+from dataprep.spark import SparkConfig, partitions_for, quarantine_rows, write_parquet
 from dataprep.validate import validate_and_commit
 from jobs.config import ConfigError, to_dict
 from quality.gate import require_validated
@@ -110,12 +110,6 @@ def _similarities(pairs, shingles):
     return joined.select("src", "dst", "a_shingles", "b_shingles").mapInArrow(_jaccard_batches, from_arrow_schema(_SIMILARITY))
 
 
-def _documents_path(uri: str) -> str:
-    """A curate output directory holds its kept documents under documents/; any other path is the dataset."""
-    nested = storage.join(uri, "documents")
-    return nested if storage.exists(nested) else uri
-
-
 def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | None = None,
               write_index: str | None = None, validate: bool = True, allow_unvalidated: bool = False) -> StageReport:
     from pyspark.sql import Window
@@ -127,7 +121,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     started = time.time()
     cfg.validate()
     gate = require_validated(input_uri, allow_unvalidated)
-    source = _documents_path(input_uri)
+    source = storage.documents_path(input_uri)
     docs = spark.read.parquet(source)
     missing = {"id", cfg.text_column} - set(docs.columns)
     if missing:
@@ -149,10 +143,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
                             .withColumn("_reason", F.coalesce(missing_reason, F.when(rank > 1, "duplicate_id"))))
                .drop("_repeated"))
     valid = flagged.where(F.col("_reason").isNull()).drop("_reason")
-    quarantine = flagged.where(F.col("_reason").isNotNull()).select(
-        F.lit(source).alias("input_file"), F.lit(0).cast("long").alias("line"),
-        F.substring(F.to_json(F.struct(*docs.columns)), 1, 1000).alias("raw"),
-        F.col("_reason").alias("reason"), F.col("id"))
+    quarantine = quarantine_rows(flagged, source)
 
     score = F.col(cfg.score_column).cast("double") if cfg.score_column else F.lit(None).cast("double")
     features = (valid.select("id", F.col(cfg.text_column).alias("text"), score.alias("score"))

@@ -50,6 +50,32 @@ def spark_session(cfg: SparkConfig, app_name: str):
     return spark
 
 
+def ship_file(spark, uri: str) -> Callable[[], str]:
+    """Send a file (a model) along with the job; the returned function gives its path on an executor."""
+    import posixpath
+
+    spark.sparkContext.addFile(uri)
+    name = posixpath.basename(uri)
+
+    def local_path() -> str:
+        from pyspark import SparkFiles
+
+        return SparkFiles.get(name)
+
+    return local_path
+
+
+def quarantine_rows(frame, source: str, reason_column: str = "_reason"):
+    """Rows of a dataset-level stage for quarantine/: the row as JSON (truncated) and its reason."""
+    from pyspark.sql import functions as F
+
+    columns = [c for c in frame.columns if c != reason_column]
+    return frame.where(F.col(reason_column).isNotNull()).select(
+        F.lit(source).alias("input_file"), F.lit(0).cast("long").alias("line"),
+        F.substring(F.to_json(F.struct(*columns)), 1, 1000).alias("raw"),
+        F.col(reason_column).alias("reason"), F.col("id"))
+
+
 def partitions_for(cfg: SparkConfig, input_bytes: int) -> int:
     """A partition count that depends on the input only, so output does not vary with the cluster."""
     if cfg.partitions > 0:

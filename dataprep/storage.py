@@ -87,6 +87,12 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def documents_path(uri: str) -> str:
+    """A stage output directory holds its kept documents under documents/; any other path is the dataset."""
+    nested = join(uri, "documents")
+    return nested if exists(nested) else uri
+
+
 def size(uri: str) -> int:
     fs, path = resolve(uri)
     return fs.get_file_info(path).size

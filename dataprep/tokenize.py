@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from dataprep import storage
 from dataprep.ingest import parquet_units
-from dataprep.spark import SparkConfig, write_parquet
+from dataprep.spark import SparkConfig, quarantine_rows, ship_file, write_parquet
 from dataprep.tokenizer import load_tokenizer_metadata
 from dataprep.validate import validate_and_commit
 from jobs.config import ConfigError, to_dict
@@ -167,22 +167,13 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from dataprep.dedup import _documents_path
-
     started = time.time()
     cfg.validate()
     gate = require_validated(input_uri, allow_unvalidated)
-    source = _documents_path(input_uri)
+    source = storage.documents_path(input_uri)
     tokenizer = load_tokenizer_metadata(tokenizer_dir)
     vocab_size, special = tokenizer["vocab_size"], tokenizer["special_ids"]
-    model_uri = storage.join(tokenizer_dir, tokenizer["model"])
-    spark.sparkContext.addFile(model_uri)
-    model_name = posixpath.basename(model_uri)
-
-    def model_file() -> str:
-        from pyspark import SparkFiles
-
-        return SparkFiles.get(model_name)
+    model_file = ship_file(spark, storage.join(tokenizer_dir, tokenizer["model"]))
 
     docs = spark.read.parquet(source)
     if {"id", cfg.text_column} - set(docs.columns):
@@ -215,9 +206,7 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
     staging = storage.staging_dir(out)
     written = write_parquet(shuffled, storage.join(staging, "shards"), schema, row_group_rows=cfg.row_group_rows,
                             convert=to_token_lists)
-    quarantine = flagged.where(F.col("_reason").isNotNull()).select(
-        F.lit(source).alias("input_file"), F.lit(0).cast("long").alias("line"),
-        F.substring(F.to_json(F.struct(*docs.columns)), 1, 1000).alias("raw"), F.col("_reason").alias("reason"), "id")
+    quarantine = quarantine_rows(flagged.drop("_empty"), source)
     write_parquet(quarantine.coalesce(1), storage.join(staging, "quarantine"), QUARANTINE.arrow())
     per_file = (spark.read.parquet(storage.join(staging, "shards")).groupBy(F.input_file_name().alias("file")).agg(
         F.count("*").alias("rows"), F.sum("num_tokens").alias("stored"),

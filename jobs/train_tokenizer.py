@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from dataprep import storage
 from dataprep.spark import SparkConfig, spark_session
 from dataprep.tokenizer import TokenizerConfig, train_tokenizer
 from jobs.common import exit_on_config_error, stage_config, stage_parser
@@ -21,10 +22,8 @@ def main(argv: list[str] | None = None, prog: str = "clover train-tokenizer") ->
     args = parser.parse_args(argv)
     cfg = stage_config(TokenizerConfig, args, {"vocab_size": args.vocab_size, "model_type": args.model_type,
                                                "sample_docs": args.sample_docs})
-    from dataprep.dedup import _documents_path
-
     spark = spark_session(SparkConfig(master=args.master or ""), "clover-train-tokenizer")
-    meta = train_tokenizer(spark, _documents_path(args.input), args.out, cfg)
+    meta = train_tokenizer(spark, storage.documents_path(args.input), args.out, cfg)
     print(f"tokenizer: {meta['vocab_size']} pieces ({meta['model_type']}), trained on {meta['sample']['lines']} "
           f"lines / {meta['sample']['chars']} chars, sha256 {meta['sha256'][:12]} -> {args.out}")
     return 0
