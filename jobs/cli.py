@@ -11,7 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("jobs.curate", "ingest, normalize and quality-gate raw text (Spark)"),
     "dedup": ("jobs.dedup", "remove exact and MinHash-LSH near-duplicate documents (Spark)"),
     "train-tokenizer": ("jobs.train_tokenizer", "train a SentencePiece tokenizer on a Spark sample"),
-    "tokenize": ("jobs.tokenize", "encode, pack and shard documents into token shards with a manifest (Spark)"),
+    "tokenize": ("jobs.tokenize_stage", "encode, pack and shard documents into token shards with a manifest (Spark)"),
     "validate": ("jobs.validate", "validate any Clover dataset with Great Expectations; exit 1 on failure"),
     "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
 }

@@ -1,44 +1,20 @@
-"""`clover tokenize` and `spark-submit jobs/tokenize.py`: packed, shuffled token shards with a manifest."""
+"""`spark-submit jobs/tokenize.py`: the tokenize stage (see jobs/tokenize_stage.py)."""
 
-from __future__ import annotations
-
-import os
 import sys
 
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)  # run as a script: this folder must not shadow the standard library's tokenize
+if __name__ == "tokenize":
+    # `spark-submit jobs/<stage>.py` puts jobs/ first on sys.path, so the standard library's `import
+    # tokenize` finds this file. Hand that import the real module (the importer returns whatever
+    # sys.modules holds once this file has run) and define nothing else.
+    import importlib.util
+    import os
+    import sysconfig
 
-from dataprep.spark import spark_session
-from dataprep.tokenize import TokenizeConfig, run_tokenize
-from jobs.common import (
-    add_spark_arguments,
-    add_validation_arguments,
-    exit_on_config_error,
-    stage_config,
-    stage_parser,
-    validation_exit,
-)
+    _spec = importlib.util.spec_from_file_location("tokenize", os.path.join(sysconfig.get_paths()["stdlib"], "tokenize.py"))
+    _stdlib_tokenize = importlib.util.module_from_spec(_spec)
+    sys.modules["tokenize"] = _stdlib_tokenize
+    _spec.loader.exec_module(_stdlib_tokenize)
+elif __name__ == "__main__":
+    from jobs.tokenize_stage import main
 
-
-@exit_on_config_error
-def main(argv: list[str] | None = None, prog: str = "clover tokenize") -> int:
-    parser = stage_parser(prog, "Encode documents, pack rows of seq_len + 1 tokens, write shards and manifest.json.")
-    parser.add_argument("input", metavar="INPUT", help="a documents dataset (or a curate/dedup output directory)")
-    parser.add_argument("--tokenizer", required=True, help="directory from clover train-tokenizer")
-    parser.add_argument("--out", required=True, help="output directory (shards/, manifest.json, report.json)")
-    parser.add_argument("--seq-len", type=int, help="sequence length (default 8192)")
-    add_spark_arguments(parser)
-    add_validation_arguments(parser)
-    args = parser.parse_args(argv)
-    cfg = stage_config(TokenizeConfig, args, {"seq_len": args.seq_len, "spark.master": args.master,
-                                              "spark.partitions": args.partitions})
-    spark = spark_session(cfg.spark, "clover-tokenize")
-    report, manifest = run_tokenize(spark, args.input, args.tokenizer, args.out, cfg, validate=not args.no_validate,
-                                    allow_unvalidated=args.allow_unvalidated)
-    print(f"tokenize: {report.input} documents in, {report.output} tokenized into {manifest['sequences']} sequences "
-          f"of {cfg.seq_len + 1} ({manifest['tokens']} tokens, {len(manifest['shards'])} shards) -> {args.out}")
-    return validation_exit(report)
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -21,3 +21,14 @@ def test_each_command_has_help():
 def test_unknown_command_fails(capsys):
     assert main(["nope"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+def test_job_scripts_run_with_jobs_folder_first_on_the_path():
+    """spark-submit runs jobs/<stage>.py with jobs/ first on sys.path, where tokenize.py lives."""
+    import os
+
+    jobs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs")
+    for script in ("curate.py", "dedup.py", "tokenize.py", "train_tokenizer.py", "validate.py"):
+        result = subprocess.run([sys.executable, os.path.join(jobs, script), "--help"], capture_output=True, text=True)
+        assert result.returncode == 0, (script, result.stderr[-2000:])
+        assert "usage:" in result.stdout
