@@ -51,11 +51,25 @@ def spark_session(cfg: SparkConfig, app_name: str):
 
 
 def ship_file(spark, uri: str) -> Callable[[], str]:
-    """Send a file (a model) along with the job; the returned function gives its path on an executor."""
-    import posixpath
+    """Send a file (a model) along with the job; the returned function gives its path on an executor.
 
-    spark.sparkContext.addFile(uri)
-    name = posixpath.basename(uri)
+    Spark keys shipped files by name and refuses a second, different file of the same name in one
+    session (two tokenizer.model files, say), so the file travels under a name holding its hash.
+    """
+    import posixpath
+    import tempfile
+
+    fs, path = storage.resolve(uri)
+    with fs.open_input_stream(path) as handle:
+        data = handle.read()
+    name = f"{hashlib.sha256(data).hexdigest()[:16]}-{posixpath.basename(path)}"
+    local = os.path.join(tempfile.gettempdir(), "clover-shipped", name)
+    if not os.path.exists(local):
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with open(local + ".part", "wb") as handle:
+            handle.write(data)
+        os.replace(local + ".part", local)
+    spark.sparkContext.addFile(local)
 
     def local_path() -> str:
         from pyspark import SparkFiles

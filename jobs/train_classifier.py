@@ -25,8 +25,8 @@ class ClassifierConfig:
     dim: int = field(default=32, metadata={"help": "embedding size"})
     bucket: int = field(default=200_000, metadata={"help": "hash buckets for word n-grams; bounds the model size"})
     word_ngrams: int = field(default=2, metadata={"help": "word n-grams"})
-    epoch: int = field(default=10, metadata={"help": "training epochs"})
-    lr: float = field(default=0.5, metadata={"help": "learning rate"})
+    epoch: int = field(default=25, metadata={"help": "training epochs"})
+    lr: float = field(default=0.1, metadata={"help": "learning rate (high rates can diverge to NaN)"})
     min_count: int = field(default=1, metadata={"help": "minimum word count"})
     seed: int = field(default=0, metadata={"help": "training seed (fastText is deterministic with thread=1)"})
 
@@ -55,9 +55,19 @@ def _fasttext_label(label: str) -> str:
     return label if label.startswith("__label__") else f"__label__{label}"
 
 
-def train_classifier(input_path: str, out_dir: str, cfg: ClassifierConfig) -> dict:
-    """Train, evaluate on the held-out split, and write model.bin and metrics.json into out_dir."""
+def _train_and_save(train_file: str, model_path: str, params: dict) -> None:
     import fasttext
+
+    fasttext.train_supervised(input=train_file, **params).save_model(model_path)
+
+
+def train_classifier(input_path: str, out_dir: str, cfg: ClassifierConfig) -> dict:
+    """Train, evaluate on the held-out split, and write model.bin and metrics.json into out_dir.
+
+    fastText trains in a fresh process: in a process where other native libraries have changed the
+    floating-point state (seen after a Great Expectations run on Spark), its loss becomes NaN.
+    """
+    import multiprocessing
 
     data = read_labelled(input_path, cfg)
     rows = list(zip(data["text"].to_list(), map(_fasttext_label, data["label"].to_list())))
@@ -69,15 +79,14 @@ def train_classifier(input_path: str, out_dir: str, cfg: ClassifierConfig) -> di
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
         handle.writelines(f"{label} {one_line(text)}\n" for text, label in train)
         train_file = handle.name
+    model_path = os.path.join(out_dir, "model.bin")
+    params = dict(dim=cfg.dim, bucket=cfg.bucket, wordNgrams=cfg.word_ngrams, epoch=cfg.epoch, lr=cfg.lr,
+                  minCount=cfg.min_count, thread=1, seed=cfg.seed, verbose=0)
     try:
-        model = fasttext.train_supervised(
-            input=train_file, dim=cfg.dim, bucket=cfg.bucket, wordNgrams=cfg.word_ngrams, epoch=cfg.epoch,
-            lr=cfg.lr, minCount=cfg.min_count, thread=1, seed=cfg.seed, verbose=0,
-        )
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pool.apply(_train_and_save, (train_file, model_path, params))
     finally:
         os.unlink(train_file)
-    model_path = os.path.join(out_dir, "model.bin")
-    model.save_model(model_path)
     predicted = [labels[0] for labels in load_model(model_path).predict([one_line(t) for t, _ in test], k=1)[0]]
     metrics = {
         "train_examples": len(train),
