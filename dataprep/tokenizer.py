@@ -47,7 +47,8 @@ def sample_lines(spark, documents_uri: str, cfg: TokenizerConfig):
                 yield line[: cfg.max_sentence_chars]
 
 
-def train_tokenizer(spark, documents_uri: str, out_dir: str, cfg: TokenizerConfig) -> dict:
+def train_tokenizer(spark, documents_uri: str, out_dir: str, cfg: TokenizerConfig,
+                    input_validation: dict | None = None) -> dict:
     """Train on the sample and write tokenizer.model and tokenizer.json into out_dir."""
     import sentencepiece as spm
 
@@ -81,6 +82,7 @@ def train_tokenizer(spark, documents_uri: str, out_dir: str, cfg: TokenizerConfi
         "special_ids": {name: processor.piece_to_id(piece) for name, piece in SPECIAL_TOKENS.items()},
         "control_ids": {piece: processor.piece_to_id(piece) for piece in CHAT_TOKENS + RESERVED_TOKENS},
         "sample": {"source": documents_uri, **counted},
+        "input_validation": input_validation,
         "seconds": round(time.time() - started, 3),
         "config": to_dict(cfg),
     }

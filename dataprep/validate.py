@@ -51,6 +51,8 @@ def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str)
     """Validate each (DataFrame, expectations) with one checkpoint; Data Docs get a page per suite."""
     import great_expectations as gx
 
+    if "://" not in docs_dir:
+        docs_dir = os.path.abspath(docs_dir)  # GX's site store wants an absolute directory
     context = gx.get_context(mode="ephemeral")
     context.add_data_docs_site(site_name="clover", site_config={
         "class_name": "SiteBuilder",

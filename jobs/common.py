@@ -25,8 +25,9 @@ def add_spark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, help="output partitions (default: from input size)")
 
 
-def add_validation_arguments(parser: argparse.ArgumentParser, gated_input: bool = True) -> None:
-    parser.add_argument("--no-validate", action="store_true", help="skip this stage's validation suite")
+def add_validation_arguments(parser: argparse.ArgumentParser, gated_input: bool = True, own_suite: bool = True) -> None:
+    if own_suite:
+        parser.add_argument("--no-validate", action="store_true", help="skip this stage's validation suite")
     if gated_input:
         parser.add_argument("--allow-unvalidated", action="store_true",
                             help="accept an input whose validation failed or is missing (recorded in the output)")
