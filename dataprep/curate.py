@@ -15,7 +15,7 @@ import pyarrow as pa
 from dataprep import storage
 from dataprep.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_unit
 from dataprep.spark import SparkConfig, partitions_for, ship_file, write_parquet
-from dataprep.validate import validate_and_commit
+from dataprep.validate import commit_stage
 from jobs.config import ConfigError, to_dict
 from quality.classifier import FastTextStep, load_model, predict
 from quality.signals import (
@@ -194,11 +194,5 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
         extra={"inputs": [f.uri for f in files], "partitions": num_partitions},
     )
     report.seconds = round(time.time() - started, 3)
-    try:
-        report.check()
-    except Exception:
-        storage.remove_dir(staging)
-        raise
-    storage.write_text(storage.join(staging, "report.json"), report.to_json())
-    validate_and_commit(spark, staging, out, report, validate)
+    commit_stage(spark, staging, out, report, validate)
     return report

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from dataprep import storage
 from dataprep.spark import SparkConfig, partitions_for, quarantine_rows, write_parquet
-from dataprep.validate import validate_and_commit
+from dataprep.validate import commit_stage
 from jobs.config import ConfigError, to_dict
 from quality.gate import require_validated
 from quality.minhash import ShingleHasher, band_digests, jaccard, signatures
@@ -244,13 +244,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     )
     report.seconds = round(time.time() - started, 3)
     storage.remove_dir(storage.join(staging, "_checkpoints"))
-    try:
-        report.check()
-    except Exception:
-        storage.remove_dir(staging)
-        raise
-    storage.write_text(storage.join(staging, "report.json"), report.to_json())
-    validate_and_commit(spark, staging, out, report, validate)
+    commit_stage(spark, staging, out, report, validate)
     return report
 
 

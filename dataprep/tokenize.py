@@ -25,7 +25,7 @@ from dataprep import storage
 from dataprep.ingest import parquet_units
 from dataprep.spark import SparkConfig, quarantine_rows, ship_file, write_parquet
 from dataprep.tokenizer import load_tokenizer_metadata
-from dataprep.validate import validate_and_commit
+from dataprep.validate import commit_stage
 from jobs.config import ConfigError, to_dict
 from quality.gate import require_validated
 from schemas import QUARANTINE, StageReport
@@ -249,12 +249,5 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
         "input_validation": gate,
         "validation": None,
     }
-    try:
-        report.check()
-    except Exception:
-        storage.remove_dir(staging)
-        raise
-    storage.write_text(storage.join(staging, "report.json"), report.to_json())
-    storage.write_text(storage.join(staging, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
-    validate_and_commit(spark, staging, out, report, validate)
+    commit_stage(spark, staging, out, report, validate, {"manifest.json": json.dumps(manifest, indent=2) + "\n"})
     return report, json.loads(storage.read_text(storage.join(out, "manifest.json")))

@@ -188,12 +188,22 @@ def validate_dataset(spark, path: str, docs_dir: str | None = None) -> Validatio
     return result
 
 
-def validate_and_commit(spark, staging: str, out: str, report, validate: bool) -> None:
-    """Validate the staged dataset (recording the result in it), then commit it, passed or not.
+def commit_stage(spark, staging: str, out: str, report, validate: bool, files: dict[str, str] | None = None) -> None:
+    """The end of every stage: check the report's sum, write it (and `files`, such as a manifest, last),
+    validate the staged dataset, then commit it, passed or not.
 
-    A failed dataset is still committed so that it can be inspected; the gate keeps it from the
-    next stage. `report.extra["validation"]` carries the outcome for the caller.
+    A mismatched report removes the staging directory and raises: nothing is committed. A failed
+    validation still commits (the data can be inspected) and the gate keeps it from the next stage;
+    `report.extra["validation"]` carries the outcome for the caller.
     """
+    try:
+        report.check()
+    except Exception:
+        storage.remove_dir(staging)
+        raise
+    storage.write_text(storage.join(staging, "report.json"), report.to_json())
+    for name, text in (files or {}).items():
+        storage.write_text(storage.join(staging, name), text)
     if validate:
         result = validate_dataset(spark, staging)
         report.extra["validation"] = {"success": result.success, "failed": result.failed,
