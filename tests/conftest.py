@@ -1,8 +1,9 @@
 import os
+import sys
 
 import pytest
 
-os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYTHON", "python3"))
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 @pytest.fixture(scope="session")
