@@ -8,6 +8,7 @@ import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyspark
 import pytest
 import zstandard
 
@@ -18,6 +19,7 @@ from quality.signals import DocumentScorer, SignalConfig, first_failing_rule, pa
 from schemas import ReportMismatch, StageReport
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPARK_SUBMIT = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")  # no PATH needed
 
 
 def _good_docs(count):
@@ -162,7 +164,7 @@ def test_spark_submit_runs_the_same_stage(dirty_corpus, tmp_path):
     out = tmp_path / "submitted"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     result = subprocess.run(
-        ["spark-submit", "--master", "local[2]", os.path.join(REPO, "jobs", "curate.py"),
+        [SPARK_SUBMIT, "--master", "local[2]", os.path.join(REPO, "jobs", "curate.py"),
          str(dirty_corpus / "docs"), "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=300,
     )

@@ -7,6 +7,7 @@ import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyspark
 import pytest
 
 from dataprep.components import connected_components
@@ -15,6 +16,7 @@ from dataprep.sample import edit_words, stdlib_docstrings
 from schemas import StageReport
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPARK_SUBMIT = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")  # no PATH needed
 
 
 def _components(spark, pairs, partitions=5):
@@ -114,7 +116,7 @@ def test_spark_submit_local1_matches_local2(corpus, deduped, tmp_path):
     root, _ = corpus
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     result = subprocess.run(
-        ["spark-submit", "--master", "local[1]", os.path.join(REPO, "jobs", "dedup.py"), str(root / "docs.parquet"),
+        [SPARK_SUBMIT, "--master", "local[1]", os.path.join(REPO, "jobs", "dedup.py"), str(root / "docs.parquet"),
          "--out", str(tmp_path / "one"), "--score-column", "quality", "--allow-unvalidated", "--no-validate"],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
