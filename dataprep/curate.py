@@ -153,9 +153,8 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
     cfg.validate()
     files = sorted({f.uri: f for pattern in inputs for f in storage.expand(pattern, SUPPORTED_SUFFIXES)}.values(),
                    key=lambda f: f.uri)
-    for f in files:
-        input_format(f.uri)  # fail early, naming the file, on an unsupported format
-    units = [(f.uri, rg) for f in files for rg in (parquet_units(f.uri) if input_format(f.uri) == "parquet" else [0])]
+    formats = {f.uri: input_format(f.uri) for f in files}  # fails early, naming the file, on an unknown format
+    units = [(f.uri, rg) for f in files for rg in (parquet_units(f.uri) if formats[f.uri] == "parquet" else [0])]
     num_partitions = partitions_for(cfg.spark, sum(f.size for f in files))
 
     units_df = spark.sparkContext.parallelize(units, len(units)).toDF("uri string, row_group int")

@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep import storage
-from dataprep.ingest import parquet_units
 from dataprep.spark import SparkConfig, quarantine_rows, ship_file, write_parquet
 from dataprep.tokenizer import load_tokenizer_metadata
 from dataprep.validate import commit_stage
@@ -137,26 +136,25 @@ def _encode_and_pack(cfg: TokenizeConfig, model_file, special: dict[str, int], d
     return run
 
 
-def _column_bytes(uri: str, column: str) -> int:
-    """Uncompressed bytes of one column of a Parquet file, from its footer."""
+def _footer(uri: str):
+    """A Parquet file's metadata: row groups, column sizes and row count, read once per file."""
     import pyarrow.parquet as pq
 
     fs, path = storage.resolve(uri)
     with fs.open_input_file(path) as handle:
-        meta = pq.ParquetFile(handle).metadata
+        return pq.ParquetFile(handle).metadata
+
+
+def _column_bytes(meta, column: str) -> int:
+    """Uncompressed bytes of one column, from a file's footer."""
     index = meta.schema.names.index(column)
     return sum(meta.row_group(g).column(index).total_uncompressed_size for g in range(meta.num_row_groups))
 
 
-def source_fingerprint(uri: str) -> str:
+def source_fingerprint(footers: list) -> str:
     """sha256 over each input file's name, size and Parquet footer: identifies the source cheaply."""
-    import pyarrow.parquet as pq
-
     digest = hashlib.sha256()
-    for f in storage.expand(uri, (".parquet",)):
-        fs, path = storage.resolve(f.uri)
-        with fs.open_input_file(path) as handle:
-            meta = pq.ParquetFile(handle).metadata
+    for f, meta in footers:
         digest.update(f"{posixpath.basename(f.uri)}\0{f.size}\0{meta.num_rows}\0{meta.serialized_size}\n".encode())
     return digest.hexdigest()
 
@@ -181,8 +179,8 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
     reason = (F.when(F.col("id").isNull(), "missing_id").when(F.col(cfg.text_column).isNull(), "missing_text"))
     flagged = docs.withColumn("_reason", reason).withColumn("_empty", F.length(cfg.text_column) == 0)
     # Read units in a fixed order (file name, row group): the streams do not depend on the cluster.
-    files = storage.expand(source, (".parquet",))
-    units = [(f.uri, rg) for f in files for rg in parquet_units(f.uri)]
+    footers = [(f, _footer(f.uri)) for f in storage.expand(source, (".parquet",))]
+    units = [(f.uri, rg) for f, meta in footers for rg in range(meta.num_row_groups)]
     units_df = spark.sparkContext.parallelize(
         [(uri, rg, i) for i, (uri, rg) in enumerate(units)], max(1, len(units))).toDF("uri string, row_group int, stream int")
     dtype = token_dtype(vocab_size)
@@ -190,7 +188,7 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
     numpy_dtype = np.dtype(dtype.to_pandas_dtype())
     packed = units_df.mapInArrow(_encode_and_pack(cfg, model_file, special, numpy_dtype), from_arrow_schema(PACKED))
     # One pass, nothing cached: the shard count comes from the input's text bytes (about 4 per token).
-    text_bytes = sum(_column_bytes(f.uri, cfg.text_column) for f in files)
+    text_bytes = sum(_column_bytes(meta, cfg.text_column) for _, meta in footers)
     shards = max(1, -(-text_bytes // 4 * dtype.bit_width // 8 // cfg.shard_bytes))
     shuffle_key = F.xxhash64("pack_partition", "pack_index", F.lit(cfg.seed))
     shuffled = (packed.withColumn("_key", shuffle_key).repartition(shards, "_key")
@@ -244,7 +242,7 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
         "documents": report.output,
         "shards": [{"file": f"shards/{w['file']}", "rows": w["rows"], "tokens": shard_tokens.get(w["file"], 0),
                     "bytes": w["bytes"], "sha256": w["sha256"]} for w in written],
-        "source": {"path": source, "fingerprint": source_fingerprint(source)},
+        "source": {"path": source, "fingerprint": source_fingerprint(footers)},
         "config": to_dict(cfg),
         "input_validation": gate,
         "validation": None,
