@@ -72,12 +72,21 @@ def repeated_ngram_mask(ids: np.ndarray, n: int) -> np.ndarray:
     return _coverage(is_repeat, n, length).reshape(ids.shape)
 
 
-def repeated_ngram_fraction(ids: np.ndarray, n: int) -> float:
-    """Fraction of positions covered by repeated n-grams (see `repeated_ngram_mask`); 0 when empty."""
+def repeated_ngram_fraction(ids: np.ndarray, n: int, lengths: np.ndarray | None = None) -> float:
+    """Fraction of positions covered by repeated n-grams (see `repeated_ngram_mask`); 0 when empty.
+
+    `lengths` (one per row of a batch) counts only each row's first `length` positions, so the
+    padding of a packed row neither repeats nor dilutes.
+    """
     ids = np.asarray(ids)
     if ids.size == 0:
         return 0.0
-    return float(repeated_ngram_mask(ids, n).mean())
+    mask = repeated_ngram_mask(ids, n)
+    if lengths is None:
+        return float(mask.mean())
+    valid = np.arange(ids.shape[-1]) < np.asarray(lengths).reshape(-1, 1)
+    total = int(valid.sum())
+    return float(mask[valid].sum()) / total if total else 0.0
 
 
 def duplicate_ngram_weight_fraction(ids: np.ndarray, weights: np.ndarray, n: int) -> float:

@@ -1,0 +1,1 @@
+"""Model, FSDP trainer, streaming loader, DPO and export. Never imports pyspark."""

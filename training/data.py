@@ -1,0 +1,146 @@
+"""Streams the token shards of a validated manifest, row group by row group, in a (seed, epoch) order.
+
+The order: row groups are permuted by (seed, epoch) and cut into stripes of `stripe_row_groups`;
+inside a stripe, sequences are taken round-robin from its row groups (row 0 of each, then row 1...).
+Micro-batch i is sequences [i*micro, (i+1)*micro) of that order. The order does not depend on the
+number of ranks, so the loader's whole state is (seed, micro-batch size, cursor, manifest hash), and
+a run can resume on another world size with the same global batch. Rank r evaluates micro-batches
+r, r+W, ...; with W*micro dividing the stripe, those come from K/W row groups of each stripe, so the
+ranks read disjoint row groups. A thread pool (`workers`) reads a rank's row groups ahead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from dataprep import storage
+from quality.gate import require_validated
+
+
+@dataclass
+class DataConfig:
+    seed: int = 0
+    stripe_row_groups: int = 64
+    workers: int = 2
+    allow_unvalidated: bool = False
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    index: int              # global micro-batch index (epoch * per_epoch + position)
+    tokens: np.ndarray      # (micro, seq_len + 1) int64: inputs [:, :-1], labels [:, 1:]
+    num_tokens: np.ndarray  # (micro,) real tokens per row; the rest is <pad>
+
+
+def manifest_location(data: str) -> tuple[str, str]:
+    """(dataset directory, manifest.json URI) for a directory or a manifest path."""
+    data = data.rstrip("/")
+    if data.endswith(".json"):
+        return posixpath.dirname(data), data
+    return data, storage.join(data, "manifest.json")
+
+
+class TokenStream:
+    def __init__(self, data: str, micro_batch: int, cfg: DataConfig):
+        root, manifest_uri = manifest_location(data)
+        if not storage.exists(manifest_uri):
+            raise FileNotFoundError(f"{manifest_uri}: no manifest; token shards come from `clover tokenize`")
+        self.validation = require_validated(root, cfg.allow_unvalidated)
+        text = storage.read_text(manifest_uri)
+        self.manifest = json.loads(text)
+        if self.manifest.get("kind") != "tokens":
+            raise ValueError(f"{manifest_uri}: kind is {self.manifest.get('kind')!r}, expected 'tokens'")
+        self.manifest_sha256 = hashlib.sha256(text.encode()).hexdigest()
+        self.root, self.micro, self.cfg = root, micro_batch, cfg
+        self.seq_len = int(self.manifest["seq_len"])
+        self.row_groups = self._list_row_groups()  # (file, row group, rows), in manifest order
+        self.sequences = sum(rows for _, _, rows in self.row_groups)
+        if self.sequences < micro_batch:
+            raise ValueError(f"{data}: {self.sequences} sequences, fewer than one micro-batch of {micro_batch}")
+        self.per_epoch = self.sequences // micro_batch
+        self._epoch_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._tables: OrderedDict[int, Future] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=max(cfg.workers, 1), thread_name_prefix="clover-loader")
+
+    def _list_row_groups(self) -> list[tuple[str, int, int]]:
+        row_groups = []
+        for shard in self.manifest["shards"]:
+            uri = storage.join(self.root, shard["file"])
+            fs, path = storage.resolve(uri)
+            with fs.open_input_file(path) as handle:
+                meta = pq.ParquetFile(handle).metadata
+            if meta.num_rows != shard["rows"]:
+                raise ValueError(f"{uri}: {meta.num_rows} rows, the manifest says {shard['rows']}")
+            row_groups += [(uri, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+        return row_groups
+
+    def epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row group, row) of every sequence of the epoch, in stream order."""
+        if self._epoch_cache and self._epoch_cache[0] == epoch:
+            return self._epoch_cache[1], self._epoch_cache[2]
+        permutation = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.row_groups))
+        sizes = np.array([self.row_groups[g][2] for g in permutation], dtype=np.int64)
+        groups, rows = [], []
+        for start in range(0, len(permutation), self.cfg.stripe_row_groups):
+            stripe, stripe_sizes = permutation[start:start + self.cfg.stripe_row_groups], sizes[start:start + self.cfg.stripe_row_groups]
+            slot = np.repeat(np.arange(len(stripe)), stripe_sizes)
+            row = np.concatenate([np.arange(n) for n in stripe_sizes])
+            order = np.lexsort((slot, row))  # row 0 of every row group, then row 1, ...
+            groups.append(stripe[slot[order]])
+            rows.append(row[order])
+        self._epoch_cache = (epoch, np.concatenate(groups), np.concatenate(rows))
+        return self._epoch_cache[1], self._epoch_cache[2]
+
+    def locate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row groups, rows) of global micro-batch `index`."""
+        epoch, position = divmod(index, self.per_epoch)
+        groups, rows = self.epoch_order(epoch)
+        span = slice(position * self.micro, (position + 1) * self.micro)
+        return groups[span], rows[span]
+
+    def _table(self, group: int) -> Future:
+        if group not in self._tables:
+            uri, row_group, _ = self.row_groups[group]
+            self._tables[group] = self._pool.submit(_read_row_group, uri, row_group)
+            while len(self._tables) > 2 * self.cfg.stripe_row_groups:
+                self._tables.popitem(last=False)
+        self._tables.move_to_end(group)
+        return self._tables[group]
+
+    def prefetch(self, indices: list[int]) -> None:
+        """Start reading the row groups that these micro-batches need."""
+        for index in indices:
+            for group in np.unique(self.locate(index)[0]):
+                self._table(int(group))
+
+    def micro_batch(self, index: int) -> MicroBatch:
+        groups, rows = self.locate(index)
+        tokens = np.zeros((self.micro, self.seq_len + 1), dtype=np.int64)
+        lengths = np.zeros(self.micro, dtype=np.int64)
+        for i, (group, row) in enumerate(zip(groups.tolist(), rows.tolist())):
+            values, num_tokens = self._table(group).result()
+            tokens[i] = values[row]
+            lengths[i] = num_tokens[row]
+        return MicroBatch(index, tokens, lengths)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _read_row_group(uri: str, row_group: int) -> tuple[np.ndarray, np.ndarray]:
+    """One row group as a (rows, seq_len + 1) token matrix and its num_tokens column."""
+    fs, path = storage.resolve(uri)
+    with fs.open_input_file(path) as handle:
+        table = pq.ParquetFile(handle).read_row_group(row_group, columns=["tokens", "num_tokens"])
+    tokens = table.column("tokens").combine_chunks()
+    width = len(tokens[0]) if len(tokens) else 0
+    matrix = tokens.flatten().to_numpy(zero_copy_only=False).reshape(len(tokens), width)
+    return matrix, table.column("num_tokens").to_numpy()

@@ -1,0 +1,221 @@
+"""The training engine shared by pretraining and DPO: FSDP model, AdamW, schedule, clipping, skipped
+updates, checkpoints, exact resume and metrics. What is trained on, and the loss, come from an
+`Objective` (training/pretrain.py, training/dpo.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+
+from training import checkpoint
+from training.checkpoint import CheckpointConfig
+from training.metrics import MetricsWriter, mfu, peak_memory_gib
+from training.model import ModelConfig, Transformer, model_config
+from training.optim import OptimizerConfig, ScheduleConfig, build_optimizer, lr_at
+from training.parallelize import Distributed, ParallelConfig, all_reduce_sum, build_model, init_distributed
+
+
+@dataclass
+class SpikeConfig:
+    """Skip an update whose loss or gradient norm is more than `sigma` standard deviations above the
+    mean of the last `window` updates (off when sigma is null)."""
+    sigma: float | None = None
+    window: int = 100
+
+
+@dataclass
+class EngineConfig:
+    model: str = "clover-12b"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    micro_batch: int = 2
+    grad_accum: int = 16
+    max_steps: int = 150000
+    seed: int = 0
+    log_every: int = 1
+    tensorboard: bool = True
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    spikes: SpikeConfig = field(default_factory=SpikeConfig)
+
+
+class Objective(Protocol):
+    """What the engine trains on. Every method that communicates is called on all ranks in lockstep."""
+
+    def start(self, state: dict | None) -> None: ...        # state: from the checkpoint, or None
+    def next_step(self, accum: int) -> tuple[list[Any], dict]: ...  # this rank's micro-batches, step info
+    def weight(self, batch: Any) -> float: ...              # normalizer share: tokens, pairs
+    def tokens(self, batch: Any) -> int: ...                # tokens processed, for throughput
+    def loss(self, model: Transformer, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def step_metrics(self, sums: dict[str, float], weight: float) -> dict: ...
+    def state(self) -> dict: ...
+
+
+@dataclass
+class RunResult:
+    steps: int
+    final_loss: float | None
+    metrics: Path
+
+
+def resolve_model_config(cfg: EngineConfig) -> ModelConfig:
+    overrides = dict(cfg.model_overrides)
+    return model_config(cfg.model, **overrides)
+
+
+def run(cfg: EngineConfig, out: str, make_objective: Callable[[Distributed, ModelConfig], Objective],
+        init_from: Path | None = None, describe: dict | None = None,
+        progress: Callable[[dict], None] | None = None) -> RunResult:
+    """Train until cfg.max_steps, resuming from RUN/checkpoints when a complete checkpoint exists."""
+    owns_group = not dist.is_initialized()
+    dist_info = init_distributed()
+    try:
+        return _run(cfg, Path(out), make_objective, dist_info, init_from, describe or {}, progress)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distributed, init_from: Path | None,
+         describe: dict, progress) -> RunResult:
+    rank, world, device = dist_info.rank, dist_info.world, dist_info.device
+    model_cfg = resolve_model_config(cfg)
+    objective = make_objective(dist_info, model_cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_config(run_dir, cfg, model_cfg, describe, rank)
+    torch.manual_seed(cfg.seed)
+    with torch.device("meta"):
+        model = Transformer(model_cfg)
+    model = build_model(model, cfg.parallel, dist_info, cfg.seed)
+    optimizer = build_optimizer(model, cfg.optimizer)
+
+    ckpt_root = run_dir / "checkpoints"
+    found = checkpoint.complete_checkpoints(ckpt_root)
+    state: dict = {"step": 0, "counters": {}, "history": {"loss": [], "grad_norm": []}, "objective": None}
+    if found:
+        step, path = found[0]
+        state = checkpoint.load(path, model, optimizer, rank)
+        _log(rank, f"resumed from {path} (step {step})")
+    elif init_from is not None:
+        checkpoint.load(init_from, model, None, rank)
+        _log(rank, f"initialized from {init_from}")
+    objective.start(state["objective"])
+    step = state["step"]
+    counters = {"skipped_updates": 0, "non_finite": 0, "spikes_skipped": 0, "tokens_seen": 0, **state["counters"]}
+    history = {key: deque(values, maxlen=cfg.spikes.window) for key, values in state["history"].items()}
+    metrics = MetricsWriter(run_dir, step, enabled=dist_info.is_main, tensorboard=cfg.tensorboard)
+    params = [p for p in model.parameters() if p.requires_grad]
+    last_loss = None
+    try:
+        while step < cfg.max_steps:
+            started = time.perf_counter()
+            batches, info = objective.next_step(cfg.grad_accum)
+            local_weight = sum(objective.weight(b) for b in batches)
+            local_tokens = sum(objective.tokens(b) for b in batches)
+            total_weight, total_tokens = all_reduce_sum([local_weight, local_tokens], device)
+            sums: dict[str, float] = {}
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            for batch in batches:
+                loss, stats = objective.loss(model, batch)
+                # FSDP averages gradients over ranks; scale so the result is the sum over the global batch / weight.
+                (loss * (world / max(total_weight, 1.0))).backward()
+                loss_sum += loss.detach().double()
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value
+            keys = sorted(sums)
+            reduced = all_reduce_sum([loss_sum.item()] + [sums[k] for k in keys], device)
+            loss_value = reduced[0] / max(total_weight, 1.0)
+            sums = dict(zip(keys, reduced[1:]))
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip, foreach=True)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            skip = _skip_reason(loss_value, grad_norm, history, cfg.spikes)
+            lr = lr_at(step, cfg.schedule)
+            if skip is None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.step()
+                history["loss"].append(loss_value)
+                history["grad_norm"].append(grad_norm)
+            else:
+                counters["skipped_updates"] += 1
+                counters[skip] += 1
+                _log(rank, f"step {step + 1}: update skipped ({skip}: loss {loss_value}, grad norm {grad_norm})")
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            counters["tokens_seen"] += int(total_tokens)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - started
+            last_loss = loss_value
+            tokens_per_s = total_tokens / elapsed
+            record = {
+                "step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / world,
+                "mfu": mfu(model_cfg, objective_seq_len(objective), tokens_per_s / world, device),
+                "peak_memory_gib": peak_memory_gib(device), "step_seconds": elapsed,
+                "update_skipped": skip, **{k: counters[k] for k in ("skipped_updates", "tokens_seen")},
+                **info, **objective.step_metrics(sums, total_weight),
+            }
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                metrics.write(record)
+                if progress is not None and dist_info.is_main:
+                    progress(record)
+            if step % cfg.checkpoint.every == 0 or step == cfg.max_steps:
+                trainer_state = {"step": step, "counters": counters, "objective": objective.state(),
+                                 "history": {k: list(v) for k, v in history.items()}}
+                checkpoint.save(ckpt_root, step, model, optimizer, trainer_state, cfg.checkpoint, rank)
+    finally:
+        metrics.close()
+        close = getattr(objective, "close", None)
+        if close:
+            close()
+    return RunResult(step, last_loss, run_dir / "metrics.jsonl")
+
+
+def objective_seq_len(objective: Objective) -> int:
+    return getattr(objective, "seq_len", 0)
+
+
+def _skip_reason(loss: float, grad_norm: float, history: dict[str, deque], cfg: SpikeConfig) -> str | None:
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        return "non_finite"
+    if cfg.sigma is None:
+        return None
+    for key, value in (("loss", loss), ("grad_norm", grad_norm)):
+        window = history[key]
+        if len(window) >= max(cfg.window // 2, 2):
+            mean, std = statistics.fmean(window), statistics.pstdev(window)
+            if value > mean + cfg.sigma * std:
+                return "spikes_skipped"
+    return None
+
+
+def _check_run_config(run_dir: Path, cfg: EngineConfig, model_cfg: ModelConfig, describe: dict, rank: int) -> None:
+    """RUN/config.json records what the run is; a rerun into the same RUN must be the same model."""
+    path = run_dir / "config.json"
+    record = {"model": cfg.model, "model_config": asdict(model_cfg), "engine": asdict(cfg), **describe}
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous.get("model_config") != record["model_config"]:
+            raise ValueError(f"{run_dir} holds a run of another model ({previous.get('model')}); "
+                             "choose a new --out or the same --model")
+    if rank == 0:
+        path.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+
+
+def _log(rank: int, message: str) -> None:
+    if rank == 0:
+        print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,59 @@
+"""AdamW with decay groups, and the Clover write-up's learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ScheduleConfig:
+    warmup_steps: int = 2000
+    max_lr: float = 3e-4
+    min_lr: float = 3e-5
+    total_steps: int = 150000
+
+
+@dataclass
+class OptimizerConfig:
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    eps: float = 1e-8
+    grad_clip: float = 0.5
+    decay_embeddings: bool = False
+    decay_norms_and_biases: bool = False
+
+
+def lr_at(step: int, cfg: ScheduleConfig) -> float:
+    """The write-up's get_lr: linear warmup to max_lr, cosine to min_lr at total_steps.
+
+    `step` counts updates already made (0 for the first). Past total_steps the write-up's formula
+    would climb again; the rate stays at min_lr instead.
+    """
+    if step < cfg.warmup_steps:
+        return cfg.max_lr * step / cfg.warmup_steps
+    progress = min((step - cfg.warmup_steps) / max(cfg.total_steps - cfg.warmup_steps, 1), 1.0)
+    return cfg.min_lr + 0.5 * (cfg.max_lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def decays(name: str, param: torch.Tensor, cfg: OptimizerConfig) -> bool:
+    """Matrices decay; embeddings, norms and biases (vectors) only when configured."""
+    if "embed" in name:
+        return cfg.decay_embeddings
+    if param.ndim < 2:
+        return cfg.decay_norms_and_biases
+    return True
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
+    groups: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups[decays(name, param, cfg)].append(param)
+    return torch.optim.AdamW(
+        [{"params": groups[True], "weight_decay": cfg.weight_decay}, {"params": groups[False], "weight_decay": 0.0}],
+        lr=0.0, betas=tuple(cfg.betas), eps=cfg.eps, fused=False, foreach=True,
+    )

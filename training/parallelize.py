@@ -1,0 +1,117 @@
+"""Everything the model does not know: process group, FSDP2, activation checkpointing, compile.
+
+Applied in one place after the model is built (torchtitan's layout): each block gets activation
+checkpointing, optional `torch.compile`, and its own `fully_shard` unit; the root unit holds the
+embeddings, the final norm and the output layer. Parameters are kept in fp32 (the optimizer's
+master copy) and gathered in the compute dtype; gradients are reduced in fp32.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+from training.model import Transformer
+
+COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass
+class ParallelConfig:
+    compute_dtype: str = "auto"   # bf16 on GPUs, fp32 on CPU (the CPU tests), or bf16 / fp32
+    activation_checkpointing: bool = True
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_distributed() -> Distributed:
+    """Join torchrun's process group, or make a one-process group so a plain run takes the same path."""
+    if not dist.is_initialized():
+        if "RANK" not in os.environ:
+            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                              MASTER_PORT=str(_free_port()))
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def compute_dtype(cfg: ParallelConfig, device: torch.device) -> torch.dtype:
+    if cfg.compute_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return COMPUTE_DTYPES[cfg.compute_dtype]
+
+
+def parallelize(model: Transformer, cfg: ParallelConfig, device: torch.device) -> Transformer:
+    """Wrap blocks for checkpointing/compile, then shard each block and the root with FSDP2."""
+    dtype = compute_dtype(cfg, device)
+    policy = MixedPrecisionPolicy(param_dtype=dtype if dtype != torch.float32 else None, reduce_dtype=torch.float32)
+    for index, block in enumerate(model.layers):
+        if cfg.activation_checkpointing:
+            block = checkpoint_wrapper(block, preserve_rng_state=False)
+        if cfg.compile:
+            block.compile()
+        fully_shard(block, mp_policy=policy, reshard_after_forward=index < len(model.layers) - 1)
+        model.layers[index] = block
+    fully_shard(model, mp_policy=policy)
+    return model
+
+
+def build_model(model: Transformer, cfg: ParallelConfig, dist_info: Distributed, seed: int) -> Transformer:
+    """Shard a model built on the meta device, materialize its shards and initialize them from `seed`.
+
+    Every parameter is drawn whole from one CPU generator and each rank keeps its shard, so the
+    initial weights are the same for any world size.
+    """
+    model = parallelize(model, cfg, dist_info.device)
+    model.to_empty(device=dist_info.device)
+    model.init_weights(seed, assign=_assign_full)
+    return model
+
+
+def _assign_full(param: torch.Tensor, full: torch.Tensor) -> None:
+    if isinstance(param, DTensor):
+        full = distribute_tensor(full.to(param.device_mesh.device_type), param.device_mesh, param.placements,
+                                 src_data_rank=None)
+    param.copy_(full)
+
+
+def all_gather_floats(values: list[float], device: torch.device) -> list[list[float]]:
+    """Every rank's list of floats (same length on all ranks)."""
+    local = torch.tensor(values, dtype=torch.float64, device=device)
+    gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, local)
+    return [t.tolist() for t in gathered]
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()

@@ -1,0 +1,100 @@
+"""Pretraining objective: next-token loss over gated micro-batches streamed from token shards."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.data import DataConfig, MicroBatch, TokenStream
+from training.engine import EngineConfig, RunResult, run
+from training.gate import GateConfig, GatedStream
+from training.model import ModelConfig, Transformer
+from training.parallelize import Distributed, all_gather_floats
+
+
+@dataclass
+class TrainConfig(EngineConfig):
+    data: DataConfig = field(default_factory=DataConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+
+class Pretraining:
+    def __init__(self, cfg: TrainConfig, data: str, dist_info: Distributed, model_cfg: ModelConfig, run_dir: Path):
+        self.cfg, self.dist, self.run_dir = cfg, dist_info, run_dir
+        self.stream = TokenStream(data, cfg.micro_batch, cfg.data)
+        self.seq_len = self.stream.seq_len
+        vocab = int(self.stream.manifest["tokenizer"]["vocab_size"])
+        if vocab > model_cfg.vocab_size:
+            raise ValueError(f"the tokenizer has {vocab} ids, more than {cfg.model}'s vocab_size "
+                             f"{model_cfg.vocab_size}; set model_overrides.vocab_size")
+        if self.seq_len > model_cfg.max_seq_len:
+            raise ValueError(f"the shards hold {self.seq_len}-token sequences, longer than {cfg.model}'s "
+                             f"max_seq_len {model_cfg.max_seq_len}; set model_overrides.max_seq_len")
+        self.gated: GatedStream | None = None
+        self.rejections_total = 0
+
+    def start(self, state: dict | None) -> None:
+        cursor = 0
+        if state is not None:
+            if state["manifest_sha256"] != self.stream.manifest_sha256:
+                raise ValueError("the token shards' manifest changed since the checkpoint; resume needs the same data")
+            if state["micro_batch"] != self.cfg.micro_batch or state["seed"] != self.cfg.data.seed:
+                raise ValueError(f"resume needs the same micro-batch size and data seed as the checkpoint "
+                                 f"(micro_batch {state['micro_batch']}, seed {state['seed']}); "
+                                 "change grad_accum to keep the global batch on another world size")
+            cursor, self.rejections_total = state["cursor"], state["gate_rejections_total"]
+        gather = lambda values: all_gather_floats(values, self.dist.device)  # noqa: E731
+        self.gated = GatedStream(self.stream, self.cfg.gate, self.dist.rank, self.dist.world, gather, cursor)
+
+    def next_step(self, accum: int) -> tuple[list[MicroBatch], dict]:
+        batches, rejections = [], []
+        gate_seconds = self.gated.gate_seconds
+        for _ in range(accum):
+            batch, rejected = self.gated.next()
+            batches.append(batch)
+            rejections += rejected
+        self.rejections_total += len(rejections)
+        if rejections and self.dist.is_main:
+            with (self.run_dir / "gate_rejections.jsonl").open("a") as handle:
+                for r in rejections:
+                    handle.write(json.dumps({"micro_batch": r.index, "epoch": r.epoch, "fraction": r.fraction}) + "\n")
+        return batches, {"gate_rejections": len(rejections), "gate_rejections_total": self.rejections_total,
+                         "gate_seconds": self.gated.gate_seconds - gate_seconds,
+                         "epoch": self.gated.cursor // self.stream.per_epoch}
+
+    def weight(self, batch: MicroBatch) -> float:
+        return float(np.clip(batch.num_tokens - 1, 0, None).sum())
+
+    def tokens(self, batch: MicroBatch) -> int:
+        return int(batch.tokens.shape[0] * (batch.tokens.shape[1] - 1))
+
+    def loss(self, model: Transformer, batch: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        tokens = torch.from_numpy(batch.tokens).to(self.dist.device)
+        logprobs = model(tokens[:, :-1], tokens[:, 1:])
+        positions = torch.arange(logprobs.shape[1], device=self.dist.device)
+        mask = positions[None, :] + 1 < torch.from_numpy(batch.num_tokens).to(self.dist.device)[:, None]
+        return -(logprobs * mask).sum(), {}
+
+    def step_metrics(self, sums: dict[str, float], weight: float) -> dict:
+        return {}
+
+    def state(self) -> dict:
+        return {"seed": self.cfg.data.seed, "micro_batch": self.cfg.micro_batch, "cursor": self.gated.cursor,
+                "gate_rejections_total": self.rejections_total, "manifest_sha256": self.stream.manifest_sha256}
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def train(cfg: TrainConfig, data: str, out: str, progress=None) -> RunResult:
+    """Pretrain cfg.model on the token shards at `data`, writing the run to `out` (resumes if present)."""
+    run_dir = Path(out)
+
+    def make(dist_info: Distributed, model_cfg: ModelConfig) -> Pretraining:
+        return Pretraining(cfg, data, dist_info, model_cfg, run_dir)
+
+    return run(cfg, out, make, describe={"kind": "pretrain", "data": data}, progress=progress)
