@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from jobs.common import exit_on_config_error, stage_config, stage_parser
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None, prog: str = "clover train") -> int:
         "data.allow_unvalidated": True if args.allow_unvalidated else None,
     })
     result = train(cfg, args.data, args.out, progress=print_progress)
-    print(f"train: {result.steps} steps, final loss {result.final_loss:.4f} -> {args.out}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"train: {result.steps} steps, final loss {result.final_loss:.4f} -> {args.out}", file=sys.stderr)
     return 0
 
 
