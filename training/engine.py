@@ -56,11 +56,11 @@ class Objective(Protocol):
     """What the engine trains on. Every method that communicates is called on all ranks in lockstep."""
 
     def start(self, state: dict | None) -> None: ...        # state: from the checkpoint, or None
-    def next_step(self, accum: int) -> tuple[list[Any], dict]: ...  # this rank's micro-batches, step info
+    def next_batch(self) -> tuple[Any, dict[str, float]]: ...  # this rank's next micro-batch, counts to sum
     def weight(self, batch: Any) -> float: ...              # normalizer share: tokens, pairs
     def tokens(self, batch: Any) -> int: ...                # tokens processed, for throughput
     def loss(self, model: Transformer, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
-    def step_metrics(self, sums: dict[str, float], weight: float) -> dict: ...
+    def step_metrics(self, info: dict[str, float], sums: dict[str, float], weight: float) -> dict: ...
     def state(self) -> dict: ...
 
 
@@ -122,23 +122,30 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
     try:
         while step < cfg.max_steps:
             started = time.perf_counter()
-            batches, info = objective.next_step(cfg.grad_accum)
-            local_weight = sum(objective.weight(b) for b in batches)
-            local_tokens = sum(objective.tokens(b) for b in batches)
-            total_weight, total_tokens = all_reduce_sum([local_weight, local_tokens], device)
+            # Each micro-batch is fetched (and gated) after the previous one's backward was launched, so on a
+            # GPU the gate's CPU work overlaps the device's. Gradients are summed, then divided by the global
+            # batch's weight (tokens or pairs); FSDP averages over ranks, hence the factor `world`.
+            info: dict[str, float] = {}
             sums: dict[str, float] = {}
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            for batch in batches:
+            weight, tokens = 0.0, 0
+            for _ in range(cfg.grad_accum):
+                batch, batch_info = objective.next_batch()
                 loss, stats = objective.loss(model, batch)
-                # FSDP averages gradients over ranks; scale so the result is the sum over the global batch / weight.
-                (loss * (world / max(total_weight, 1.0))).backward()
+                (loss * world).backward()
                 loss_sum += loss.detach().double()
-                for key, value in stats.items():
-                    sums[key] = sums.get(key, 0.0) + value
+                weight += objective.weight(batch)
+                tokens += objective.tokens(batch)
+                for target, values in ((info, batch_info), (sums, stats)):
+                    for key, value in values.items():
+                        target[key] = target.get(key, 0.0) + value
             keys = sorted(sums)
-            reduced = all_reduce_sum([loss_sum.item()] + [sums[k] for k in keys], device)
-            loss_value = reduced[0] / max(total_weight, 1.0)
-            sums = dict(zip(keys, reduced[1:]))
+            reduced = all_reduce_sum([loss_sum.item(), weight, tokens] + [sums[k] for k in keys], device)
+            loss_value, total_weight, total_tokens = reduced[0] / max(reduced[1], 1.0), reduced[1], reduced[2]
+            sums = dict(zip(keys, reduced[3:]))
+            for param in params:
+                if param.grad is not None:
+                    param.grad.div_(max(total_weight, 1.0))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip, foreach=True)
             grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
             skip = _skip_reason(loss_value, grad_norm, history, cfg.spikes)
@@ -167,7 +174,7 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
                 "mfu": mfu(model_cfg, objective_seq_len(objective), tokens_per_s / world, device),
                 "peak_memory_gib": peak_memory_gib(device), "step_seconds": elapsed,
                 "update_skipped": skip, **{k: counters[k] for k in ("skipped_updates", "tokens_seen")},
-                **info, **objective.step_metrics(sums, total_weight),
+                **objective.step_metrics(info, sums, total_weight),
             }
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 metrics.write(record)

@@ -51,14 +51,13 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 
 def block_activation_bytes_per_token(cfg: ModelConfig, compute_bytes: int) -> int:
     """What backward keeps of one block, per token: tensors saved by each op (see docs/training.md)."""
-    c, f = compute_bytes, 4
+    c = compute_bytes
     d, kv, ffn = cfg.dim, cfg.n_kv_heads * cfg.head_dim, cfg.ffn_dim
-    norms = 2 * (d * (f if c != f else 0) + d * c + f)      # fp32 copy of the input (when it is bf16), normed output, rsqrt
+    norms = 2 * (4 * d + 4 + c * d)                         # fp32 input, rsqrt, normed output (x2 norms)
     projections_in = 2 * d * c                              # inputs of q/k/v (shared) and of o_proj
-    rope = 2 * f * (d + kv)                                 # fp32 q, k and their rotated halves
-    attention = c * (2 * d + 2 * kv) + f * cfg.n_heads      # q, k, v, output, log-sum-exp
+    attention = c * (2 * d + 2 * kv) + 4 * cfg.n_heads      # q, k, v, output, log-sum-exp; RoPE saves only its tables
     mlp = d * c + 4 * ffn * c                               # input of gate/up, gate, silu(gate), up, product
-    return norms + projections_in + rope + attention + mlp
+    return norms + projections_in + attention + mlp
 
 
 @dataclass(frozen=True)

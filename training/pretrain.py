@@ -50,21 +50,15 @@ class Pretraining:
         gather = lambda values: all_gather_floats(values, self.dist.device)  # noqa: E731
         self.gated = GatedStream(self.stream, self.cfg.gate, self.dist.rank, self.dist.world, gather, cursor)
 
-    def next_step(self, accum: int) -> tuple[list[MicroBatch], dict]:
-        batches, rejections = [], []
+    def next_batch(self) -> tuple[MicroBatch, dict[str, float]]:
         gate_seconds = self.gated.gate_seconds
-        for _ in range(accum):
-            batch, rejected = self.gated.next()
-            batches.append(batch)
-            rejections += rejected
+        batch, rejections = self.gated.next()
         self.rejections_total += len(rejections)
         if rejections and self.dist.is_main:
             with (self.run_dir / "gate_rejections.jsonl").open("a") as handle:
                 for r in rejections:
                     handle.write(json.dumps({"micro_batch": r.index, "epoch": r.epoch, "fraction": r.fraction}) + "\n")
-        return batches, {"gate_rejections": len(rejections), "gate_rejections_total": self.rejections_total,
-                         "gate_seconds": self.gated.gate_seconds - gate_seconds,
-                         "epoch": self.gated.cursor // self.stream.per_epoch}
+        return batch, {"gate_rejections": len(rejections), "gate_seconds": self.gated.gate_seconds - gate_seconds}
 
     def weight(self, batch: MicroBatch) -> float:
         return float(np.clip(batch.num_tokens - 1, 0, None).sum())
@@ -79,8 +73,9 @@ class Pretraining:
         mask = positions[None, :] + 1 < torch.from_numpy(batch.num_tokens).to(self.dist.device)[:, None]
         return -(logprobs * mask).sum(), {}
 
-    def step_metrics(self, sums: dict[str, float], weight: float) -> dict:
-        return {}
+    def step_metrics(self, info: dict[str, float], sums: dict[str, float], weight: float) -> dict:
+        return {"gate_rejections": int(info["gate_rejections"]), "gate_rejections_total": self.rejections_total,
+                "gate_seconds": info["gate_seconds"], "epoch": self.gated.cursor // self.stream.per_epoch}
 
     def state(self) -> dict:
         return {"seed": self.cfg.data.seed, "micro_batch": self.cfg.micro_batch, "cursor": self.gated.cursor,
