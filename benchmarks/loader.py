@@ -39,7 +39,7 @@ def main() -> None:
                                   shards=max(args.sequences // 512, 1), row_group_rows=128)
         print(f"{platform.machine()}, {os.cpu_count()} cores; {args.sequences} sequences x {args.seq_len} tokens, "
               f"uint16 shards, row groups of 128, micro-batch {args.micro_batch}, {args.workers} reader threads\n")
-        print("| loader | tokens/s | x one H100's clover-1b consumption (%.0f tokens/s at 45%% MFU) |" % h100)
+        print(f"| loader | tokens/s | x one H100's clover-1b consumption ({h100:.0f} tokens/s at 45% MFU) |")
         print("|---|---|---|")
         for gated in (False, True):
             stream = TokenStream(str(data), args.micro_batch, DataConfig(workers=args.workers))
