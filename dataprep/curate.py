@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from dataprep import storage
-from dataprep.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_unit
+from dataprep.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_units
 from dataprep.spark import SparkConfig, partitions_for, ship_file, write_parquet
 from dataprep.validate import commit_stage
 from jobs.config import ConfigError, to_dict
@@ -135,15 +135,6 @@ class _PartitionScorer:
                 out["dest"][row], out["reason"][row] = REJECTED, reason
 
 
-def _read_units(cfg: IngestConfig):
-    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for uri, row_group in zip(batch.column("uri").to_pylist(), batch.column("row_group").to_pylist()):
-                yield from read_unit(uri, row_group, cfg)
-
-    return read
-
-
 def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: bool = True) -> StageReport:
     """Run the stage, validate it (Great Expectations, Data Docs in OUT/data_docs) and commit OUT atomically."""
     from pyspark.sql import functions as F
@@ -158,7 +149,7 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
     num_partitions = partitions_for(cfg.spark, sum(f.size for f in files))
 
     units_df = spark.sparkContext.parallelize(units, len(units)).toDF("uri string, row_group int")
-    raw = units_df.mapInArrow(_read_units(cfg.ingest), from_arrow_schema(RAW))
+    raw = units_df.mapInArrow(read_units(cfg.ingest), from_arrow_schema(RAW))
     key = F.coalesce(F.col("id"), F.concat_ws(":", "input_file", F.col("line").cast("string")))
     ordered = (
         raw.withColumn("_key", key)

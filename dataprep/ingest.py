@@ -283,3 +283,14 @@ def read_unit(uri: str, row_group: int, cfg: IngestConfig) -> Iterator[pa.Record
     if fmt == "parquet":
         return _read_parquet(uri, row_group, cfg)
     return _read_txt(uri, cfg)
+
+
+def read_units(cfg: IngestConfig):
+    """mapInArrow function: (uri, row_group) read units in, RAW batches out."""
+
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for uri, row_group in zip(batch.column("uri").to_pylist(), batch.column("row_group").to_pylist()):
+                yield from read_unit(uri, row_group, cfg)
+
+    return read

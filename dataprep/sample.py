@@ -194,3 +194,65 @@ def write_sample(out_dir: str, docs: int = 2000, seed: int = 0) -> dict[str, int
             gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:  # mtime 0: identical bytes every run
         handle.writelines(lines[half:])
     return dict(sorted(planted.items()))
+
+
+PAIR_PROMPTS = ("Explain this part of the Python documentation: {topic}",
+                "What does the documentation say after: {topic}",
+                "Continue the documentation: {topic}")
+MALFORMED_PAIR_LINES = [
+    ("bad_json", b'{"pair_id": "broken-pair", "prompt": "unterminated\n'),
+    ("missing_chosen", b'{"pair_id": "no-chosen", "prompt": "Say hi", "rejected": "bye"}\n'),
+    ("non_string_rejected", b'{"pair_id": "number-rejected", "prompt": "Say hi", "chosen": "hi", "rejected": 7}\n'),
+]
+
+
+def sample_pairs(count: int, seed: int = 0) -> list[tuple[str, dict]]:
+    """(kind, record) preference pairs from docstrings: the chosen response continues the prompt's
+    passage; the rejected one is the same words shuffled, a loop of one phrase, or cut to a stub.
+
+    Dirt, in known amounts: exact duplicate pairs and pairs whose responses are identical.
+    """
+    import random
+
+    rng = random.Random(seed)
+    passages = [d for d in stdlib_docstrings() if len(d.split()) >= 60]
+    rng.shuffle(passages)
+    records: list[tuple[str, dict]] = []
+    for i in range(count):
+        words = passages[i % len(passages)].split()
+        topic, answer = " ".join(words[:12]), " ".join(words[12:60])
+        style = rng.choice(("shuffled", "loop", "stub"))
+        if style == "shuffled":
+            rejected = " ".join(rng.sample(answer.split(), len(answer.split())))
+        elif style == "loop":
+            rejected = " ".join([" ".join(words[12:16])] * 12)
+        else:
+            rejected = " ".join(words[12:15]) + "..."
+        records.append(("pair", {"pair_id": f"pair-{i:05d}", "prompt": rng.choice(PAIR_PROMPTS).format(topic=topic),
+                                 "chosen": answer, "rejected": rejected, "source": "sample",
+                                 "meta": {"rejected_style": style}}))
+    kept = [record for _, record in records]
+    for j, record in enumerate(rng.sample(kept, max(count // 20, 1))):
+        records.append(("exact_duplicate", {**record, "pair_id": f"dup-{j:05d}"}))
+    for j, record in enumerate(rng.sample(kept, max(count // 40, 1))):
+        records.append(("identical_responses", {**record, "pair_id": f"same-{j:05d}", "rejected": record["chosen"]}))
+    rng.shuffle(records)
+    return records
+
+
+def write_sample_pairs(out_dir: str, count: int = 200, seed: int = 0) -> dict[str, int]:
+    """Write the built-in preference pairs as pairs.jsonl with malformed lines; returns what was planted."""
+    import json
+    import os
+    from collections import Counter
+
+    os.makedirs(out_dir, exist_ok=True)
+    records = sample_pairs(count, seed)
+    lines = [json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n" for _, record in records]
+    planted = Counter(kind for kind, _ in records)
+    for i, (kind, raw) in enumerate(MALFORMED_PAIR_LINES):
+        lines.insert((i + 1) * len(lines) // (len(MALFORMED_PAIR_LINES) + 1), raw)
+        planted[f"malformed_{kind}"] += 1
+    with open(os.path.join(out_dir, "pairs.jsonl"), "wb") as handle:
+        handle.writelines(lines)
+    return dict(sorted(planted.items()))

@@ -163,7 +163,18 @@ def _pairs_frames(spark, root: str, record: dict) -> dict:
 
     pairs = spark.read.parquet(storage.join(root, "pairs"))
     checked = pairs.withColumn("chosen_differs", F.col("chosen") != F.col("rejected"))
-    return {"preference_pairs": (checked, suites.preference_pairs_suite())}
+    tokenizer = record.get("tokenizer") or {}
+    if "prompt_ids" not in pairs.columns:
+        return {"preference_pairs": (checked, suites.preference_pairs_suite())}
+    every = F.concat("prompt_ids", "chosen_ids", "rejected_ids")
+    checked = checked.select(
+        "pair_id", "prompt", "chosen", "rejected", "chosen_differs",
+        F.size("prompt_ids").alias("prompt_tokens"), F.size("chosen_ids").alias("chosen_tokens"),
+        F.size("rejected_ids").alias("rejected_tokens"), F.array_min(every).alias("min_token_id"),
+        F.array_max(every).alias("max_token_id"),
+        (F.size("prompt_ids") + F.greatest(F.size("chosen_ids"), F.size("rejected_ids"))).alias("pair_tokens"))
+    suite = suites.preference_pairs_suite(tokenizer.get("vocab_size"), record["config"]["max_length"])
+    return {"preference_pairs": (checked, suite)}
 
 
 FRAMES = {"curate": _curate_frames, "dedup": _dedup_frames, "tokens": _token_frames, "prep-pairs": _pairs_frames}

@@ -95,11 +95,19 @@ def token_shards_suite() -> list:
             for c in ("file_found", "rows_match", "tokens_match", "bytes_match", "sha256_match")]
 
 
-def preference_pairs_suite() -> list:
+def preference_pairs_suite(vocab_size: int | None = None, max_length: int | None = None) -> list:
+    """Text columns present and distinct; with a tokenizer's vocab_size, the token columns of prep-pairs too."""
     ex = _gx()
     suite = [ex.ExpectColumnValuesToNotBeNull(column="pair_id"), ex.ExpectColumnValuesToBeUnique(column="pair_id")]
     for column in ("prompt", "chosen", "rejected"):
         suite += [ex.ExpectColumnValuesToNotBeNull(column=column),
                   ex.ExpectColumnValueLengthsToBeBetween(column=column, min_value=1)]
     suite.append(ex.ExpectColumnValuesToBeInSet(column="chosen_differs", value_set=[True]))
+    if vocab_size is not None:
+        suite += [ex.ExpectColumnValuesToBeBetween(column="prompt_tokens", min_value=3),
+                  ex.ExpectColumnValuesToBeBetween(column="chosen_tokens", min_value=1),
+                  ex.ExpectColumnValuesToBeBetween(column="rejected_tokens", min_value=1),
+                  ex.ExpectColumnValuesToBeBetween(column="min_token_id", min_value=0),
+                  ex.ExpectColumnValuesToBeBetween(column="max_token_id", max_value=vocab_size - 1),
+                  ex.ExpectColumnValuesToBeBetween(column="pair_tokens", max_value=max_length)]
     return suite
