@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-tokenizer": ("jobs.train_tokenizer", "train a SentencePiece tokenizer on a Spark sample"),
     "tokenize": ("jobs.tokenize_stage", "encode, pack and shard documents into token shards with a manifest (Spark)"),
     "validate": ("jobs.validate", "validate any Clover dataset with Great Expectations; exit 1 on failure"),
+    "dpo": ("jobs.dpo", "align a pretrained run with DPO on prepared preference pairs (torchrun jobs/dpo.py for more)"),
     "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
     "prep-pairs": ("jobs.prep_pairs", "normalize, deduplicate, tokenize and validate preference pairs (Spark)"),
     "plan": ("jobs.plan", "parameters, FLOPs per token and per-GPU memory of a model preset"),

@@ -55,7 +55,7 @@ class EngineConfig:
 class Objective(Protocol):
     """What the engine trains on. Every method that communicates is called on all ranks in lockstep."""
 
-    def start(self, state: dict | None) -> None: ...        # state: from the checkpoint, or None
+    def start(self, state: dict | None, model: Transformer) -> None: ...  # state: from the checkpoint, or None
     def next_batch(self) -> tuple[Any, dict[str, float]]: ...  # this rank's next micro-batch, counts to sum
     def weight(self, batch: Any) -> float: ...              # normalizer share: tokens, pairs
     def tokens(self, batch: Any) -> int: ...                # tokens processed, for throughput
@@ -112,7 +112,7 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
     elif init_from is not None:
         checkpoint.load(init_from, model, None, rank)
         _log(rank, f"initialized from {init_from}")
-    objective.start(state["objective"])
+    objective.start(state["objective"], model)
     step = state["step"]
     counters = {"skipped_updates": 0, "non_finite": 0, "spikes_skipped": 0, "tokens_seen": 0, **state["counters"]}
     history = {key: deque(values, maxlen=cfg.spikes.window) for key, values in state["history"].items()}

@@ -37,7 +37,7 @@ class Pretraining:
         self.gated: GatedStream | None = None
         self.rejections_total = 0
 
-    def start(self, state: dict | None) -> None:
+    def start(self, state: dict | None, model: Transformer) -> None:
         cursor = 0
         if state is not None:
             if state["manifest_sha256"] != self.stream.manifest_sha256:
