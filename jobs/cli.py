@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("jobs.tokenize_stage", "encode, pack and shard documents into token shards with a manifest (Spark)"),
     "validate": ("jobs.validate", "validate any Clover dataset with Great Expectations; exit 1 on failure"),
     "dpo": ("jobs.dpo", "align a pretrained run with DPO on prepared preference pairs (torchrun jobs/dpo.py for more)"),
+    "export": ("jobs.export", "export a run as a Hugging Face Llama directory (transformers, vLLM)"),
+    "generate": ("jobs.generate", "print a completion from a run or an exported directory"),
     "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
     "prep-pairs": ("jobs.prep_pairs", "normalize, deduplicate, tokenize and validate preference pairs (Spark)"),
     "plan": ("jobs.plan", "parameters, FLOPs per token and per-GPU memory of a model preset"),

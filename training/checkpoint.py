@@ -128,3 +128,10 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def load_model_only(path: Path, model: torch.nn.Module) -> None:
+    """The model weights of a checkpoint into a plain (unsharded) model, without a process group."""
+    state = {"model": model.state_dict()}
+    dcp.load(state, checkpoint_id=str(path))
+    model.load_state_dict(state["model"])
