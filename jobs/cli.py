@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("jobs.validate", "validate any Clover dataset with Great Expectations; exit 1 on failure"),
     "dpo": ("jobs.dpo", "align a pretrained run with DPO on prepared preference pairs (torchrun jobs/dpo.py for more)"),
     "export": ("jobs.export", "export a run as a Hugging Face Llama directory (transformers, vLLM)"),
+    "quantize": ("jobs.quantize", "4-bit GPTQ of an exported model through llm-compressor (the quantize extra)"),
     "generate": ("jobs.generate", "print a completion from a run or an exported directory"),
     "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
     "prep-pairs": ("jobs.prep_pairs", "normalize, deduplicate, tokenize and validate preference pairs (Spark)"),
