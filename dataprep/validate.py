@@ -49,6 +49,7 @@ class Validation:
 
 def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str) -> Validation:
     """Validate each (DataFrame, expectations) with one checkpoint; Data Docs get a page per suite."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # GX draws a metrics progress bar per suite; stage progress is ours
     import great_expectations as gx
 
     if "://" not in docs_dir:

@@ -7,6 +7,7 @@ import sys
 
 # subcommand -> (module with main(argv, prog), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("jobs.demo", "run the whole path on the built-in sample: data, validation, pretrain, DPO, export"),
     "make-sample": ("jobs.make_sample", "write the built-in dirty sample corpus (no download)"),
     "curate": ("jobs.curate", "ingest, normalize and quality-gate raw text (Spark)"),
     "dedup": ("jobs.dedup", "remove exact and MinHash-LSH near-duplicate documents (Spark)"),

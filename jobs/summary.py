@@ -1,0 +1,142 @@
+"""The demo's closing report: a summary table (summary.md, summary.json) and PNG plots, from the stages'
+own report.json, manifest.json and metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarize(root: Path, timings: dict[str, float], prompt: str, sample_text: str) -> dict:
+    curated, deduped = _json(root / "curated/report.json"), _json(root / "deduped/report.json")
+    tokens, tokens_report = _json(root / "tokens/manifest.json"), _json(root / "tokens/report.json")
+    pairs = _json(root / "pairs/report.json")
+    pretrain, dpo = _metrics(root / "runs/pretrain/metrics.jsonl"), _metrics(root / "runs/dpo/metrics.jsonl")
+    validations = {name: record.get("validation") or {} for name, record in
+                   (("curated", curated), ("deduped", deduped), ("tokens", tokens), ("pairs", pairs))}
+    summary = {
+        "documents": {"in": curated["input"], "kept_by_curate": curated["output"], "kept_by_dedup": deduped["output"],
+                      "removed_by_curate": curated["removed"], "quarantined": curated["quarantined"],
+                      "duplicates": deduped["removed"]},
+        "tokens": {"documents": tokens["documents"], "sequences": tokens["sequences"], "tokens": tokens["tokens"],
+                   "seq_len": tokens["seq_len"], "shards": len(tokens["shards"]), "removed": tokens_report["removed"]},
+        "pairs": {"in": pairs["input"], "kept": pairs["output"], "removed": pairs["removed"],
+                  "quarantined": pairs["quarantined"], "truncated": pairs["truncated"]},
+        "validation": {name: {"success": v.get("success"), "expectations": v.get("expectations"),
+                              "data_docs": str(root / name / v["data_docs"]) if v.get("data_docs") else None}
+                       for name, v in validations.items()},
+        "pretrain": {"steps": pretrain[-1]["step"], "first_loss": pretrain[0]["loss"], "final_loss": pretrain[-1]["loss"],
+                     "gate_rejections": pretrain[-1]["gate_rejections_total"]},
+        "dpo": {"steps": dpo[-1]["step"], "final_reward_accuracy": dpo[-1]["reward_accuracy"],
+                "final_reward_margin": dpo[-1]["reward_margin"],
+                "reward_accuracy_last_10": sum(m["reward_accuracy"] for m in dpo[-10:]) / len(dpo[-10:])},
+        "generate": {"prompt": prompt, "completion": sample_text},
+        "seconds": timings,
+        "reports": {name: str(root / rel) for name, rel in (
+            ("curate", "curated/report.json"), ("dedup", "deduped/report.json"), ("tokenize", "tokens/manifest.json"),
+            ("prep-pairs", "pairs/report.json"), ("pretrain", "runs/pretrain/metrics.jsonl"),
+            ("dpo", "runs/dpo/metrics.jsonl"), ("export", "export/config.json"))},
+    }
+    summary["plots"] = write_plots(root, curated, deduped, pretrain, dpo)
+    summary["table"] = format_table(summary)
+    (root / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2))
+    (root / "summary.md").write_text("# Clover demo summary\n\n```\n" + summary["table"] + "\n```\n")
+    return summary
+
+
+def format_table(s: dict) -> str:
+    d, t, p = s["documents"], s["tokens"], s["pairs"]
+    rows = [("documents in (sample records)", f"{d['in']:,}"),
+            ("  quarantined (malformed)", f"{sum(d['quarantined'].values()):,}  " + _reasons(d["quarantined"])),
+            ("  removed by quality rules", f"{sum(d['removed_by_curate'].values()):,}  " + _reasons(d["removed_by_curate"], 6)),
+            ("  kept by curate", f"{d['kept_by_curate']:,}"),
+            ("  duplicates removed", f"{sum(d['duplicates'].values()):,}  " + _reasons(d["duplicates"])),
+            ("  kept by dedup", f"{d['kept_by_dedup']:,}"),
+            ("tokens written", f"{t['tokens']:,} in {t['sequences']:,} sequences of {t['seq_len']} ({t['shards']} shards)"),
+            ("preference pairs", f"{p['in']:,} in, {p['kept']:,} kept, removed {_reasons(p['removed'])}, "
+                                 f"quarantined {sum(p['quarantined'].values())}")]
+    for name, v in s["validation"].items():
+        rows.append((f"validation: {name}", f"{'PASSED' if v['success'] else 'FAILED'} ({v['expectations']} expectations)"))
+    pre, dpo = s["pretrain"], s["dpo"]
+    rows += [("pretrain clover-tiny", f"{pre['steps']} steps, loss {pre['first_loss']:.3f} -> {pre['final_loss']:.3f}, "
+                                      f"gate rejections {pre['gate_rejections']}"),
+             ("DPO", f"{dpo['steps']} steps, reward accuracy {dpo['final_reward_accuracy']:.2f} (last 10 steps "
+                     f"{dpo['reward_accuracy_last_10']:.2f}), margin {dpo['final_reward_margin']:.3f}"),
+             ("generate", repr(s["generate"]["completion"][:80]))]
+    rows += [(f"report: {name}", where) for name, where in s["reports"].items()]
+    rows += [(f"plot: {name}", where) for name, where in s["plots"].items()]
+    rows += [("data docs: " + name, v["data_docs"] or "") for name, v in s["validation"].items()]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _reasons(counts: dict[str, int], top: int = 4) -> str:
+    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{k} {v}" for k, v in ordered[:top])
+    return f"({shown}{', ...' if len(ordered) > top else ''})" if counts else ""
+
+
+def write_plots(root: Path, curated: dict, deduped: dict, pretrain: list[dict], dpo: list[dict]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = root / "plots"
+    plots.mkdir(exist_ok=True)
+    written = {}
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1, 1.4]})
+    stages = ["sample records", "after curate", "after dedup"]
+    left.bar(stages, [curated["input"], curated["output"], deduped["output"]], color=["#888", "#4a8", "#286"])
+    left.set_title("Documents per stage")
+    for i, value in enumerate([curated["input"], curated["output"], deduped["output"]]):
+        left.text(i, value, f"{value:,}", ha="center", va="bottom")
+    reasons = {**{f"quarantine: {k}": v for k, v in curated["quarantined"].items()},
+               **{f"curate: {k}": v for k, v in curated["removed"].items()},
+               **{f"dedup: {k}": v for k, v in deduped["removed"].items()}}
+    ordered = sorted(reasons.items(), key=lambda kv: kv[1])
+    right.barh([k for k, _ in ordered], [v for _, v in ordered], color="#c64")
+    right.set_title("Documents removed, by reason")
+    right.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(plots / "funnel.png", dpi=110)
+    plt.close(fig)
+    written["funnel"] = str(plots / "funnel.png")
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot([m["step"] for m in pretrain], [m["loss"] for m in pretrain], label="loss")
+    rejected = [m["step"] for m in pretrain if m.get("gate_rejections")]
+    for step in rejected:
+        ax.axvline(step, color="#c33", alpha=0.4, linewidth=1)
+    ax.set_title(f"Pretraining loss (clover-tiny); red lines: steps with gate rejections ({len(rejected)})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    fig.tight_layout()
+    fig.savefig(plots / "pretrain_loss.png", dpi=110)
+    plt.close(fig)
+    written["pretrain_loss"] = str(plots / "pretrain_loss.png")
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = [m["step"] for m in dpo]
+    ax.plot(steps, [m["reward_margin"] for m in dpo], color="#36c", label="reward margin")
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward margin (chosen - rejected)", color="#36c")
+    twin = ax.twinx()
+    twin.plot(steps, [m["reward_accuracy"] for m in dpo], color="#c63", alpha=0.7, label="reward accuracy")
+    twin.set_ylim(-0.05, 1.05)
+    twin.set_ylabel("reward accuracy", color="#c63")
+    ax.set_title("DPO: reward margin and accuracy per step")
+    fig.tight_layout()
+    fig.savefig(plots / "dpo_rewards.png", dpi=110)
+    plt.close(fig)
+    written["dpo_rewards"] = str(plots / "dpo_rewards.png")
+    return written
