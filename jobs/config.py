@@ -133,5 +133,7 @@ def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
             rows.extend(reference(hints[f.name], f"{key}."))
         else:
             shown = value if not isinstance(value, dict) else f"{len(value)} entries"
-            rows.append((key, str(hints[f.name]).replace("typing.", ""), repr(shown), f.metadata.get("help", "")))
+            tp = hints[f.name]
+            type_name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+            rows.append((key, type_name, repr(shown), f.metadata.get("help", "")))
     return rows

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,9 +32,9 @@ PREFIX = "step-"
 
 @dataclass
 class CheckpointConfig:
-    every: int = 1000
-    keep_last: int = 5
-    keep_every: int = 10000   # these steps are kept for good; 0 keeps none permanently
+    every: int = field(default=1000, metadata={"help": "steps between checkpoints (and one at the last step)"})
+    keep_last: int = field(default=5, metadata={"help": "newest checkpoints kept"})
+    keep_every: int = field(default=10000, metadata={"help": "multiples of this step are kept for good (0: none)"})
 
 
 def checkpoint_name(step: int) -> str:

@@ -16,7 +16,7 @@ import json
 import posixpath
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -27,10 +27,10 @@ from quality.gate import require_validated
 
 @dataclass
 class DataConfig:
-    seed: int = 0
-    stripe_row_groups: int = 64
-    workers: int = 2
-    allow_unvalidated: bool = False
+    seed: int = field(default=0, metadata={"help": "seed of the (seed, epoch) order"})
+    stripe_row_groups: int = field(default=64, metadata={"help": "row groups interleaved round-robin"})
+    workers: int = field(default=2, metadata={"help": "reader threads per rank"})
+    allow_unvalidated: bool = field(default=False, metadata={"help": "train on shards whose validation failed or is missing"})
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,14 @@ REFERENCE_SCHEMA = pa.schema([("pair_id", pa.string()), ("ref_chosen_logp", pa.f
 
 @dataclass
 class PairsDataConfig:
-    seed: int = 0
-    allow_unvalidated: bool = False
+    seed: int = field(default=0, metadata={"help": "seed of the (seed, epoch) pair order"})
+    allow_unvalidated: bool = field(default=False, metadata={"help": "accept pairs whose validation failed or is missing"})
 
 
 @dataclass
 class DPOConfig(EngineConfig):
-    beta: float = 0.1
-    reference: str = ""   # sidecar path; default PAIRS/reference_logps.parquet
+    beta: float = field(default=0.1, metadata={"help": "DPO beta"})
+    reference: str = field(default='', metadata={"help": "reference log-probs sidecar (default PAIRS/reference_logps.parquet)"})
     data: PairsDataConfig = field(default_factory=PairsDataConfig)
     max_steps: int = 2500
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(

@@ -31,20 +31,20 @@ from training.parallelize import Distributed, ParallelConfig, all_reduce_sum, bu
 class SpikeConfig:
     """Skip an update whose loss or gradient norm is more than `sigma` standard deviations above the
     mean of the last `window` updates (off when sigma is null)."""
-    sigma: float | None = None
-    window: int = 100
+    sigma: float | None = field(default=None, metadata={"help": "skip updates this many standard deviations above the recent mean (null: off)"})
+    window: int = field(default=100, metadata={"help": "updates in the recent window"})
 
 
 @dataclass
 class EngineConfig:
-    model: str = "clover-12b"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    micro_batch: int = 2
-    grad_accum: int = 16
-    max_steps: int = 150000
-    seed: int = 0
-    log_every: int = 1
-    tensorboard: bool = True
+    model: str = field(default='clover-12b', metadata={"help": "model preset (training/model.py)"})
+    model_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "preset fields to change, e.g. vocab_size"})
+    micro_batch: int = field(default=2, metadata={"help": "sequences (or pairs) per rank per forward pass"})
+    grad_accum: int = field(default=16, metadata={"help": "micro-batches per optimizer step"})
+    max_steps: int = field(default=150000, metadata={"help": "optimizer steps"})
+    seed: int = field(default=0, metadata={"help": "initialization seed"})
+    log_every: int = field(default=1, metadata={"help": "steps between metrics lines"})
+    tensorboard: bool = field(default=True, metadata={"help": "also write TensorBoard events"})
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

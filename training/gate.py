@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quality.repetition import repeated_ngram_fraction
 from training.data import MicroBatch, TokenStream
@@ -20,9 +20,9 @@ from training.data import MicroBatch, TokenStream
 
 @dataclass
 class GateConfig:
-    enabled: bool = True
-    ngram: int = 13
-    max_fraction: float = 0.15
+    enabled: bool = field(default=True, metadata={"help": "reject micro-batches with too many repeated n-grams"})
+    ngram: int = field(default=13, metadata={"help": "n of the repeated n-gram fraction, in tokens"})
+    max_fraction: float = field(default=0.15, metadata={"help": "a micro-batch above this fraction is rejected"})
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -11,20 +11,20 @@ from torch import nn
 
 @dataclass
 class ScheduleConfig:
-    warmup_steps: int = 2000
-    max_lr: float = 3e-4
-    min_lr: float = 3e-5
-    total_steps: int = 150000
+    warmup_steps: int = field(default=2000, metadata={"help": "linear warmup steps"})
+    max_lr: float = field(default=0.0003, metadata={"help": "learning rate at the end of warmup"})
+    min_lr: float = field(default=3e-05, metadata={"help": "learning rate at total_steps and after"})
+    total_steps: int = field(default=150000, metadata={"help": "step where the cosine reaches min_lr"})
 
 
 @dataclass
 class OptimizerConfig:
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    eps: float = 1e-8
-    grad_clip: float = 0.5
-    decay_embeddings: bool = False
-    decay_norms_and_biases: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95], metadata={"help": "AdamW betas"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on matrices"})
+    eps: float = field(default=1e-08, metadata={"help": "AdamW epsilon"})
+    grad_clip: float = field(default=0.5, metadata={"help": "gradient norm clipping threshold"})
+    decay_embeddings: bool = field(default=False, metadata={"help": "apply weight decay to the embeddings too"})
+    decay_norms_and_biases: bool = field(default=False, metadata={"help": "apply weight decay to norm weights and biases too"})
 
 
 def lr_at(step: int, cfg: ScheduleConfig) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -25,9 +25,9 @@ COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 @dataclass
 class ParallelConfig:
-    compute_dtype: str = "auto"   # bf16 on GPUs, fp32 on CPU (the CPU tests), or bf16 / fp32
-    activation_checkpointing: bool = True
-    compile: bool = False
+    compute_dtype: str = field(default='auto', metadata={"help": "auto (bf16 on GPUs, fp32 on CPU), bf16 or fp32"})
+    activation_checkpointing: bool = field(default=True, metadata={"help": "recompute each block in backward"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile each block"})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,51 @@
+"""End to end: a shortened `clover demo` — every report sums, validation passes, the loss falls, DPO learns,
+the export loads in transformers, plots are written, and a rerun skips every finished stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobs.demo import DemoConfig, run_demo
+from schemas import StageReport
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def demo(spark, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    cfg = DemoConfig(docs=400, pairs=60, vocab_size=1000, seq_len=128, pretrain_steps=60, pretrain_micro_batch=8,
+                     dpo_steps=30, dpo_micro_batch=8, max_pair_length=192)
+    return out, cfg, run_demo(str(out), cfg, spark=spark)
+
+
+def test_every_report_sums_and_every_dataset_validates(demo):
+    out, _, summary = demo
+    for report in ("curated/report.json", "deduped/report.json", "tokens/report.json", "pairs/report.json"):
+        StageReport.from_json((out / report).read_text()).check()
+    assert all(v["success"] for v in summary["validation"].values()), summary["validation"]
+    assert (out / "tokens" / "data_docs" / "index.html").exists()
+    manifest = json.loads((out / "tokens" / "manifest.json").read_text())
+    assert manifest["validation"]["success"] and summary["tokens"]["tokens"] == manifest["tokens"]
+
+
+def test_loss_falls_dpo_learns_and_export_loads(demo):
+    out, cfg, summary = demo
+    assert summary["pretrain"]["final_loss"] < summary["pretrain"]["first_loss"] - 1.0
+    assert summary["dpo"]["steps"] == cfg.dpo_steps and summary["dpo"]["reward_accuracy_last_10"] > 0.6
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out / "export"))
+    assert type(model).__name__ == "LlamaForCausalLM"
+    for plot in summary["plots"].values():
+        assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "tokens written" in summary["table"] and "reward accuracy" in summary["table"]
+    assert (out / "summary.md").exists() and json.loads((out / "summary.json").read_text())["dpo"]
+
+
+def test_rerun_skips_finished_stages(demo, spark, capsys):
+    out, cfg, _ = demo
+    summary = run_demo(str(out), cfg, spark=spark)
+    assert summary["seconds"] == {}
+    assert capsys.readouterr().err.count("done before") == 9
