@@ -178,7 +178,8 @@ def _pairs_frames(spark, root: str, record: dict) -> dict:
     return {"preference_pairs": (checked, suite)}
 
 
-FRAMES = {"curate": _curate_frames, "dedup": _dedup_frames, "tokens": _token_frames, "prep-pairs": _pairs_frames}
+FRAMES = {"curate": _curate_frames, "dedup": _dedup_frames, "tokens": _token_frames, "prep-pairs": _pairs_frames,
+          "review": _pairs_frames}
 
 
 def validate_dataset(spark, path: str, docs_dir: str | None = None) -> Validation:

@@ -32,10 +32,19 @@ def prompt_ids(encode: Callable[[str], list[int]], ids: dict[str, int], prompt: 
 
     `ids` maps "bos" and the control-token strings to ids (tokenizer.json's special_ids and control_ids).
     """
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return messages_ids(encode, ids, messages)
+
+
+def messages_ids(encode: Callable[[str], list[int]], ids: dict[str, int], messages: list[dict]) -> list[int]:
+    """A chat (system/user/assistant turns) ready for the next assistant turn: ends with <|assistant|>."""
+    markers = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
     out = [ids["bos"]]
-    if system:
-        out += [ids[SYSTEM], *encode(system), ids[END]]
-    return out + [ids[USER], *encode(prompt), ids[END], ids[ASSISTANT]]
+    for message in messages:
+        if message.get("role") not in markers or not isinstance(message.get("content"), str):
+            raise ValueError(f"unsupported chat message {message!r}: roles are system, user, assistant; content a string")
+        out += [ids[markers[message["role"]]], *encode(message["content"]), ids[END]]
+    return out + [ids[ASSISTANT]]
 
 
 def response_ids(encode: Callable[[str], list[int]], ids: dict[str, int], response: str) -> list[int]:
