@@ -15,6 +15,9 @@ def sections() -> list[tuple[str, str, type]]:
     from dataprep.tokenize import TokenizeConfig
     from dataprep.tokenizer import TokenizerConfig
     from jobs.demo import DemoConfig
+    from training.candidates import SamplingConfig
+    from training.judge import JudgeConfig
+    from training.review import ReviewConfig
     from training.dpo import DPOConfig
     from training.pretrain import TrainConfig
 
@@ -23,6 +26,8 @@ def sections() -> list[tuple[str, str, type]]:
             ("clover tokenize", "dataprep/tokenize.py", TokenizeConfig),
             ("clover prep-pairs", "dataprep/pairs.py", PairsConfig),
             ("clover train", "training/pretrain.py", TrainConfig), ("clover dpo", "training/dpo.py", DPOConfig),
+            ("clover sample-candidates", "training/candidates.py", SamplingConfig),
+            ("clover judge", "training/judge.py", JudgeConfig), ("clover review", "training/review.py", ReviewConfig),
             ("clover demo", "jobs/demo.py", DemoConfig)]
 
 

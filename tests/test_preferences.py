@@ -206,3 +206,44 @@ def test_review_round_trip_changes_pairs_and_feeds_prep_pairs(candidates, model,
     assert json.loads((tmp_path / "prepared" / "report.json").read_text())["validation"]["success"]
     meta = json.loads(pq.read_table(tmp_path / "prepared" / "pairs").to_pylist()[0]["meta"])
     assert {"chosen_temperature", "rejected_temperature", "judge", "human_reviewed"} <= set(meta)
+
+
+def test_http_judge_retries_with_backoff_and_records_failures(tmp_path):
+    """A real local endpoint that fails twice (503), then answers; and one that never answers in time."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from training.judge import HTTPJudge, RequestFailed
+
+    calls = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append(time.time())
+            if self.path.endswith("/slow/v1/chat/completions"):
+                time.sleep(1.0)
+            if len(calls) <= 2 or self.path.startswith("/slow"):
+                self.send_response(503)
+                self.end_headers()
+                return
+            body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "[[B]]"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        answer, attempts = HTTPJudge(url, JudgeConfig(retries=3, backoff=0.05)).ask("which?")
+        assert (answer, attempts) == ("[[B]]", 3)
+        assert calls[2] - calls[0] >= 0.05 + 0.1 - 0.01  # waited 0.05 s, then 0.1 s
+        with pytest.raises(RequestFailed, match="TimeoutError|timed out"):
+            HTTPJudge(url + "/slow", JudgeConfig(retries=1, backoff=0.01, timeout=0.2)).ask("which?")
+    finally:
+        server.shutdown()
