@@ -16,10 +16,10 @@ def sections() -> list[tuple[str, str, type]]:
     from dataprep.tokenizer import TokenizerConfig
     from jobs.demo import DemoConfig
     from training.candidates import SamplingConfig
-    from training.judge import JudgeConfig
-    from training.review import ReviewConfig
     from training.dpo import DPOConfig
+    from training.judge import JudgeConfig
     from training.pretrain import TrainConfig
+    from training.review import ReviewConfig
 
     return [("clover curate", "dataprep/curate.py", CurateConfig), ("clover dedup", "dataprep/dedup.py", DedupConfig),
             ("clover train-tokenizer", "dataprep/tokenizer.py", TokenizerConfig),
