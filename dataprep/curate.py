@@ -174,13 +174,8 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
     finally:
         scored.unpersist()
 
-    report = StageReport(
-        stage="curate",
-        input=sum(counts.values()),
-        output=sum(n for (dest, _), n in counts.items() if dest == KEPT),
-        removed=dict(sorted((r, n) for (d, r), n in counts.items() if d == REJECTED)),
-        quarantined=dict(sorted((r, n) for (d, r), n in counts.items() if d == QUARANTINED)),
-        config=to_dict(cfg),
+    report = StageReport.from_counts(
+        "curate", counts, KEPT, REJECTED, QUARANTINED, config=to_dict(cfg),
         extra={"inputs": [f.uri for f in files], "partitions": num_partitions},
     )
     report.seconds = round(time.time() - started, 3)

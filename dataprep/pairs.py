@@ -206,13 +206,8 @@ def run_prep_pairs(spark, inputs: list[str], tokenizer_dir: str, out: str, cfg: 
                       storage.join(staging, QUARANTINED), QUARANTINE.arrow())
     finally:
         deduped.unpersist()
-    report = StageReport(
-        stage="prep-pairs",
-        input=sum(counts.values()),
-        output=sum(n for (dest, _), n in counts.items() if dest == KEPT),
-        removed=dict(sorted((r, n) for (d, r), n in counts.items() if d == REMOVED)),
-        quarantined=dict(sorted((r, n) for (d, r), n in counts.items() if d == QUARANTINED)),
-        config=to_dict(cfg),
+    report = StageReport.from_counts(
+        "prep-pairs", counts, KEPT, REMOVED, QUARANTINED, config=to_dict(cfg),
         extra={"inputs": [f.uri for f in files], "truncated": {k: int(v or 0) for k, v in truncated.items()},
                "tokenizer": {"path": tokenizer_dir, "sha256": tokenizer["sha256"], "vocab_size": tokenizer["vocab_size"],
                              "special_ids": tokenizer["special_ids"], "control_ids": tokenizer["control_ids"]},

@@ -31,6 +31,15 @@ class StageReport:
             )
         return self
 
+    @classmethod
+    def from_counts(cls, stage: str, counts: dict[tuple[str, str | None], int], kept: str, removed: str,
+                    quarantined: str, **fields: Any) -> StageReport:
+        """A report from record counts per (destination, reason), as a stage's groupBy gives them."""
+        def reasons(dest: str) -> dict[str, int]:
+            return dict(sorted((r, n) for (d, r), n in counts.items() if d == dest))
+        return cls(stage=stage, input=sum(counts.values()), output=sum(n for (d, _), n in counts.items() if d == kept),
+                   removed=reasons(removed), quarantined=reasons(quarantined), **fields)
+
     def to_json(self) -> str:
         data = asdict(self)
         data.update(data.pop("extra"))

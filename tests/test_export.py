@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import json
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sentencepiece as spm
 import torch
 
-from dataprep.sample import stdlib_docstrings
-from dataprep.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.chat import prompt_ids, template_ids
-from tests.token_shards import write_token_shards
+from tests.token_shards import docstring_tokenizer, write_token_shards
 from training.export import export, load_any, load_run
 from training.generate import generate
 from training.pretrain import TrainConfig, train
@@ -25,10 +21,7 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def exported(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    texts = stdlib_docstrings()[:150]
-    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), root / "docs.parquet")
-    tokenizer = root / "tokenizer"
-    train_tokenizer(spark, str(root / "docs.parquet"), str(tokenizer), TokenizerConfig(vocab_size=700, sample_docs=150))
+    tokenizer = docstring_tokenizer(spark, root)
     data = write_token_shards(root / "tokens", vocab=700)
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["tokenizer"]["path"] = str(tokenizer)

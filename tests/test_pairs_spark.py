@@ -11,18 +11,14 @@ import sentencepiece as spm
 
 from dataprep.pairs import PairsConfig, run_prep_pairs, truncate
 from dataprep.sample import stdlib_docstrings, write_sample_pairs
-from dataprep.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.chat import prompt_ids, response_ids, template_ids
+from tests.token_shards import docstring_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("pairs-tok")
-    texts = stdlib_docstrings()[:200]
-    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), root / "docs.parquet")
-    out = root / "tokenizer"
-    meta = train_tokenizer(spark, str(root / "docs.parquet"), str(out), TokenizerConfig(vocab_size=800, sample_docs=200))
-    return out, meta
+    out = docstring_tokenizer(spark, tmp_path_factory.mktemp("pairs-tok"), vocab_size=800, docs=200)
+    return out, json.loads((out / "tokenizer.json").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import pytest
 import sentencepiece as spm
 
 from dataprep.pairs import PairsConfig, run_prep_pairs
-from dataprep.sample import sample_pairs, stdlib_docstrings
-from dataprep.tokenizer import TokenizerConfig, train_tokenizer
+from dataprep.sample import sample_pairs
 from schemas.chat import prompt_ids, response_ids, template_ids
+from tests.token_shards import docstring_tokenizer
 from training.candidates import SamplingConfig, sample_candidates
 from training.export import export
 from training.judge import JudgeConfig, judge_candidates, load_judgments, parse_verdict
@@ -55,10 +55,7 @@ def chat_shards(root: Path, tokenizer: Path) -> Path:
 @pytest.fixture(scope="module")
 def model(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("prefs")
-    texts = stdlib_docstrings()[:150]
-    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), root / "docs.parquet")
-    tokenizer = root / "tokenizer"
-    train_tokenizer(spark, str(root / "docs.parquet"), str(tokenizer), TokenizerConfig(vocab_size=700, sample_docs=150))
+    tokenizer = docstring_tokenizer(spark, root)
     data = chat_shards(root / "tokens", tokenizer)
     cfg = TrainConfig(model="clover-tiny", micro_batch=8, grad_accum=1, max_steps=150, tensorboard=False)
     cfg.schedule.warmup_steps, cfg.schedule.max_lr, cfg.schedule.min_lr, cfg.schedule.total_steps = 10, 1e-2, 1e-3, 150

@@ -50,3 +50,15 @@ def write_token_shards(root: Path, rows: int = 96, seq_len: int = 64, vocab: int
                 "validation": {"success": True, "failed": []} if validated else None}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
+
+
+def docstring_tokenizer(spark, root: Path, vocab_size: int = 700, docs: int = 150) -> Path:
+    """A small SentencePiece tokenizer trained (by the real stage) on Python docstrings, in root/tokenizer."""
+    from dataprep.sample import stdlib_docstrings
+    from dataprep.tokenizer import TokenizerConfig, train_tokenizer
+
+    texts = stdlib_docstrings()[:docs]
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), root / "docs.parquet")
+    train_tokenizer(spark, str(root / "docs.parquet"), str(root / "tokenizer"),
+                    TokenizerConfig(vocab_size=vocab_size, sample_docs=docs))
+    return root / "tokenizer"
