@@ -200,5 +200,10 @@ def test_clover_train_cli_resumes(tmp_path, capsys):
     assert main(args[:7] + ["--max-steps", "3"] + args[9:]) == 0
     assert "resumed from" in capsys.readouterr().err
     assert [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    with_board = args[:7] + ["--max-steps", "3"] + args[9:-2]  # finished already: nothing to do, and says so
+    assert main(with_board) == 0
+    assert "train: 3 steps, final loss" in capsys.readouterr().err
+    assert main(with_board[:6] + [str(tmp_path / "board")] + with_board[7:]) == 0
+    assert list((tmp_path / "board" / "tensorboard").glob("events.out.tfevents.*"))
     with pytest.raises(SystemExit):
         main(["train", "--data", data, "--model", "clover-nope", "--out", str(tmp_path / "x")])

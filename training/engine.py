@@ -118,7 +118,7 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
     history = {key: deque(values, maxlen=cfg.spikes.window) for key, values in state["history"].items()}
     metrics = MetricsWriter(run_dir, step, enabled=dist_info.is_main, tensorboard=cfg.tensorboard)
     params = [p for p in model.parameters() if p.requires_grad]
-    last_loss = None
+    last_loss = history["loss"][-1] if history.get("loss") else None  # a finished run, rerun
     try:
         while step < cfg.max_steps:
             started = time.perf_counter()
