@@ -124,3 +124,21 @@ def test_block_activation_estimate_matches_saved_tensors(dtype):
     measured = sum(storages.values())
     estimated = block_activation_bytes_per_token(cfg, dtype.itemsize) * tokens
     assert estimated == pytest.approx(measured, rel=0.05), (estimated, measured)
+
+
+def test_document_masking_isolates_packed_documents():
+    """With doc_ids, the second document of a packed row sees only itself: its logits equal those of the
+    document alone (RoPE is relative, so the shifted positions do not matter)."""
+    torch.manual_seed(0)
+    model = Transformer(model_config("clover-tiny"))
+    model.init_weights(0)
+    first, second = torch.randint(4, 2048, (1, 13)), torch.randint(4, 2048, (1, 19))
+    packed = torch.cat([first, second], dim=1)
+    doc_ids = torch.tensor([[0] * 13 + [1] * 19])
+    with torch.no_grad():
+        masked = model(packed, doc_ids=doc_ids)
+        alone = model(second)
+        unmasked = model(packed)
+    assert torch.allclose(masked[:, 13:], alone, atol=1e-4)
+    assert torch.allclose(masked[:, :13], unmasked[:, :13], atol=1e-5)  # the first document is unaffected
+    assert not torch.allclose(unmasked[:, 13:], alone, atol=1e-3)

@@ -44,7 +44,8 @@ def chat_shards(root: Path, tokenizer: Path) -> Path:
     rows = [stream[i:i + SEQ + 1] for i in range(0, len(stream) - SEQ - 1, SEQ)]
     (root / "shards").mkdir(parents=True)
     table = pa.table({"tokens": pa.array([np.array(r, dtype=np.uint16) for r in rows], pa.list_(pa.uint16())),
-                      "num_tokens": pa.array([SEQ + 1] * len(rows), pa.int32())})
+                      "num_tokens": pa.array([SEQ + 1] * len(rows), pa.int32()),
+                      "doc_starts": pa.array([[0]] * len(rows), pa.list_(pa.int32()))})
     pq.write_table(table, root / "shards" / "part-00000.parquet", row_group_size=32)
     (root / "manifest.json").write_text(json.dumps({
         "kind": "tokens", "seq_len": SEQ, "tokenizer": {"vocab_size": meta["vocab_size"], "path": str(tokenizer)},

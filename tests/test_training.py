@@ -207,3 +207,16 @@ def test_clover_train_cli_resumes(tmp_path, capsys):
     assert list((tmp_path / "board" / "tensorboard").glob("events.out.tfevents.*"))
     with pytest.raises(SystemExit):
         main(["train", "--data", data, "--model", "clover-nope", "--out", str(tmp_path / "x")])
+
+
+def test_document_masking_reads_doc_starts_and_trains(tmp_path):
+    data = str(write_token_shards(tmp_path / "tok", rows=32, doc_length=20))
+    stream = TokenStream(data, 2, DataConfig())
+    batch = stream.micro_batch(0)
+    assert batch.doc_ids[0].tolist() == [1] * 20 + [2] * 20 + [3] * 20 + [4] * 5
+    stream.close()
+    masked, plain = tiny_config(2), tiny_config(2)
+    masked.document_masking = True
+    train(masked, data, str(tmp_path / "masked"))
+    train(plain, data, str(tmp_path / "plain"))
+    assert losses(tmp_path / "masked")[0] != losses(tmp_path / "plain")[0]

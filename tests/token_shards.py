@@ -14,8 +14,10 @@ from schemas.tokens import token_shard_schema
 
 def write_token_shards(root: Path, rows: int = 96, seq_len: int = 64, vocab: int = 500, shards: int = 2,
                        row_group_rows: int = 16, repetitive_rows: tuple[int, ...] = (), seed: int = 0,
-                       validated: bool = True, padded_rows: tuple[int, ...] = ()) -> Path:
+                       validated: bool = True, padded_rows: tuple[int, ...] = (), doc_length: int = 0) -> Path:
     """Random-token rows (a learnable bigram drift), some made of one short loop (`repetitive_rows`).
+
+    `doc_length` > 0 records a document start every doc_length positions (for document masking).
 
     The manifest carries a passed validation record unless `validated` is False, as `clover validate`
     leaves it; the trainer reads only that record.
@@ -37,7 +39,8 @@ def write_token_shards(root: Path, rows: int = 96, seq_len: int = 64, vocab: int
         table = pa.table({
             "tokens": pa.array([t.astype(np.uint16) for t in tokens[part]], type=pa.list_(pa.uint16())),
             "num_tokens": pa.array(num_tokens[part], pa.int32()),
-            "doc_starts": pa.array([[0]] * len(part), pa.list_(pa.int32())),
+            "doc_starts": pa.array([list(range(0, seq_len + 1, doc_length or seq_len + 1))] * len(part),
+                                   pa.list_(pa.int32())),
             "pack_partition": pa.array([0] * len(part), pa.int32()),
             "pack_index": pa.array(part, pa.int64()),
             "documents": pa.array([1] * len(part), pa.int32()),

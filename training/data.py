@@ -38,6 +38,7 @@ class MicroBatch:
     index: int              # global micro-batch index (epoch * per_epoch + position)
     tokens: np.ndarray      # (micro, seq_len + 1) int64: inputs [:, :-1], labels [:, 1:]
     num_tokens: np.ndarray  # (micro,) real tokens per row; the rest is <pad>
+    doc_ids: np.ndarray | None = None  # (micro, seq_len + 1) index of each position's document in the row
 
 
 def manifest_location(data: str) -> tuple[str, str]:
@@ -125,22 +126,26 @@ class TokenStream:
         groups, rows = self.locate(index)
         tokens = np.zeros((self.micro, self.seq_len + 1), dtype=np.int64)
         lengths = np.zeros(self.micro, dtype=np.int64)
+        doc_ids = np.zeros_like(tokens)
         for i, (group, row) in enumerate(zip(groups.tolist(), rows.tolist())):
-            values, num_tokens = self._table(group).result()
+            values, num_tokens, doc_starts = self._table(group).result()
             tokens[i] = values[row]
             lengths[i] = num_tokens[row]
-        return MicroBatch(index, tokens, lengths)
+            starts = np.zeros(self.seq_len + 2, dtype=np.int64)
+            np.add.at(starts, np.asarray(doc_starts[row], dtype=np.int64), 1)
+            doc_ids[i] = np.cumsum(starts[: self.seq_len + 1])
+        return MicroBatch(index, tokens, lengths, doc_ids)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _read_row_group(uri: str, row_group: int) -> tuple[np.ndarray, np.ndarray]:
-    """One row group as a (rows, seq_len + 1) token matrix and its num_tokens column."""
+def _read_row_group(uri: str, row_group: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """One row group as a (rows, seq_len + 1) token matrix, its num_tokens and doc_starts columns."""
     fs, path = storage.resolve(uri)
     with fs.open_input_file(path) as handle:
-        table = pq.ParquetFile(handle).read_row_group(row_group, columns=["tokens", "num_tokens"])
+        table = pq.ParquetFile(handle).read_row_group(row_group, columns=["tokens", "num_tokens", "doc_starts"])
     tokens = table.column("tokens").combine_chunks()
     width = len(tokens[0]) if len(tokens) else 0
     matrix = tokens.flatten().to_numpy(zero_copy_only=False).reshape(len(tokens), width)
-    return matrix, table.column("num_tokens").to_numpy()
+    return matrix, table.column("num_tokens").to_numpy(), table.column("doc_starts").to_pylist()

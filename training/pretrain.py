@@ -20,6 +20,8 @@ from training.parallelize import Distributed, all_gather_floats
 class TrainConfig(EngineConfig):
     data: DataConfig = field(default_factory=DataConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    document_masking: bool = field(default=False, metadata={
+        "help": "attend only within each packed document (shards' doc_starts); SDPA path, not flash-attn"})
 
 
 class Pretraining:
@@ -68,7 +70,8 @@ class Pretraining:
 
     def loss(self, model: Transformer, batch: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
         tokens = torch.from_numpy(batch.tokens).to(self.dist.device)
-        logprobs = model(tokens[:, :-1], tokens[:, 1:])
+        doc_ids = torch.from_numpy(batch.doc_ids[:, :-1]).to(self.dist.device) if self.cfg.document_masking else None
+        logprobs = model(tokens[:, :-1], tokens[:, 1:], doc_ids)
         positions = torch.arange(logprobs.shape[1], device=self.dist.device)
         mask = positions[None, :] + 1 < torch.from_numpy(batch.num_tokens).to(self.dist.device)[:, None]
         return -(logprobs * mask).sum(), {}
