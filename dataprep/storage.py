@@ -7,6 +7,7 @@ import posixpath
 import uuid
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 _SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
@@ -14,11 +15,23 @@ _GLOB_CHARS = set("*?[")
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local path or URI. Hadoop's s3a:// names the same objects as s3://."""
+    """(filesystem, path) for a local path or URI. Hadoop's s3a:// names the same objects as s3://.
+
+    Schemes pyarrow does not know natively (az://, abfs://, memory://, ...) go through fsspec when
+    it and the scheme's implementation are installed.
+    """
     if "://" not in uri:
         return pafs.LocalFileSystem(), posixpath.abspath(uri)
     scheme, rest = uri.split("://", 1)
-    return pafs.FileSystem.from_uri(f"{_SCHEME_ALIASES.get(scheme, scheme)}://{rest}")
+    scheme = _SCHEME_ALIASES.get(scheme, scheme)
+    try:
+        return pafs.FileSystem.from_uri(f"{scheme}://{rest}")
+    except pa.ArrowInvalid:
+        try:
+            import fsspec
+        except ImportError:
+            raise ValueError(f"{uri}: pyarrow does not know {scheme}:// and fsspec is not installed") from None
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(scheme))), rest
 
 
 def join(base: str, *parts: str) -> str:

@@ -220,3 +220,19 @@ def test_document_masking_reads_doc_starts_and_trains(tmp_path):
     train(masked, data, str(tmp_path / "masked"))
     train(plain, data, str(tmp_path / "plain"))
     assert losses(tmp_path / "masked")[0] != losses(tmp_path / "plain")[0]
+
+
+def test_loader_streams_from_an_fsspec_url(tmp_path):
+    """memory:// is not a pyarrow scheme: the loader reaches it through fsspec, like az:// or abfs://."""
+    fsspec = pytest.importorskip("fsspec")
+    data = write_token_shards(tmp_path / "tok")
+    memory = fsspec.filesystem("memory")
+    for path in data.rglob("*"):
+        if path.is_file():
+            memory.pipe(f"/clover-test/tok/{path.relative_to(data)}", path.read_bytes())
+    remote = TokenStream("memory://clover-test/tok", 2, DataConfig())
+    local = TokenStream(str(data), 2, DataConfig())
+    assert remote.sequences == local.sequences == 96
+    assert np.array_equal(remote.micro_batch(5).tokens, local.micro_batch(5).tokens)
+    remote.close()
+    local.close()
