@@ -37,7 +37,7 @@ def with_loop(batch: MicroBatch, coverage: float, rng: np.random.Generator) -> M
     tokens[row, begin:] = np.resize(loop, width - begin)
     lengths = batch.num_tokens.copy()
     lengths[row] = width
-    return MicroBatch(batch.index, tokens, lengths, batch.doc_ids)
+    return MicroBatch(batch.index, tokens, lengths, batch.doc_starts)
 
 
 def main() -> None:

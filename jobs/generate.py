@@ -26,22 +26,13 @@ def main(argv: list[str] | None = None, prog: str = "clover generate") -> int:
 
 def complete(model_path: str, prompt: str, max_new_tokens: int, temperature: float, top_p: float = 1.0,
              seed: int = 0, raw: bool = False, device: str | None = None) -> str:
-    import sentencepiece as spm
-    import torch
+    from training.generate import ChatModel
 
-    from schemas.chat import END, prompt_ids, template_ids
-    from training.export import load_any
-    from training.generate import generate
-
-    model, meta, tokenizer_model = load_any(model_path)
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(target)
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    ids = [meta["special_ids"]["bos"], *processor.encode(prompt)] if raw else \
-        prompt_ids(processor.encode, template_ids(meta), prompt)
-    stops = (meta["special_ids"]["eos"], meta["control_ids"][END])
-    [(tokens, _)] = generate(model, ids, max_new_tokens, temperature, top_p, stop_ids=stops, seed=seed, device=target)
-    return processor.decode(tokens)
+    chat = ChatModel(model_path, device)
+    context = [chat.ids["bos"], *chat.processor.encode(prompt)] if raw else \
+        chat.context([{"role": "user", "content": prompt}])
+    [(tokens, _)] = chat.sample(context, max_new_tokens, temperature, top_p, seed=seed)
+    return chat.processor.decode(tokens)
 
 
 if __name__ == "__main__":

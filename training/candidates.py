@@ -12,17 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
-from dataprep.ingest import IngestConfig, input_format, read_unit
+from dataprep.ingest import IngestConfig, input_format, parquet_units, read_unit
 from quality.repetition import repeated_ngram_fraction
 from schemas import StageReport
-from schemas.chat import END, prompt_ids, template_ids
 from training.gate import GateConfig
 
 CANDIDATES = pa.schema([
@@ -49,8 +48,7 @@ def read_prompts(inputs: list[str]) -> tuple[list[dict], list[dict]]:
     cfg = IngestConfig(text_field="prompt", id_field="prompt_id")
     prompts, bad, seen = [], [], set()
     for uri in inputs:
-        units = [0] if input_format(uri) != "parquet" else range(pq.ParquetFile(uri).metadata.num_row_groups)
-        for unit in units:
+        for unit in parquet_units(uri) if input_format(uri) == "parquet" else [0]:
             for batch in read_unit(uri, unit, cfg):
                 for row in batch.to_pylist():
                     reason = row["error"] or ("duplicate_id" if row["id"] in seen else None)
@@ -71,16 +69,13 @@ def seed_for(run_seed: int, prompt_id: str, temperature: float) -> int:
 
 def model_sha256(path: str) -> str:
     """A run's newest checkpoint hash, or the hash of an export's weight files."""
-    from training.dpo import checkpoint_sha256, init_checkpoint
+    from training import checkpoint
     from training.export import CLOVER_CONFIG
 
     root = Path(path)
     if (root / CLOVER_CONFIG).exists():
-        digest = hashlib.sha256()
-        for file in sorted(root.glob("*.safetensors")):
-            digest.update(file.name.encode() + b"\0" + file.read_bytes())
-        return digest.hexdigest()
-    return checkpoint_sha256(init_checkpoint(path))
+        return checkpoint.files_sha256(sorted(root.glob("*.safetensors")))
+    return checkpoint.checkpoint_sha256(checkpoint.newest(path))
 
 
 def classify(tokens: list[int], text: str, finish_reason: str, gate: GateConfig) -> tuple[float, str | None]:
@@ -97,10 +92,7 @@ def classify(tokens: list[int], text: str, finish_reason: str, gate: GateConfig)
 
 def sample_candidates(inputs: list[str], model_path: str, out: str, cfg: SamplingConfig,
                       device: str | None = None) -> StageReport:
-    import sentencepiece as spm
-
-    from training.export import load_any
-    from training.generate import generate
+    from training.generate import ChatModel
 
     root = Path(out)
     (root / "parts").mkdir(parents=True, exist_ok=True)
@@ -110,22 +102,18 @@ def sample_candidates(inputs: list[str], model_path: str, out: str, cfg: Samplin
     todo = [p for p in prompts if p["prompt_id"] not in done]
     settings = json.dumps({k: v for k, v in asdict(cfg).items() if k != "prompts_per_part"}, sort_keys=True)
     if todo:
-        model, meta, tokenizer_model = load_any(model_path)
-        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model.to(target)
-        processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-        ids, stops = template_ids(meta), (meta["special_ids"]["eos"], meta["control_ids"][END])
+        chat = ChatModel(model_path, device)
         model_hash = model_sha256(model_path)
         first_part = len(list((root / "parts").glob("part-*.parquet")))
         for offset in range(0, len(todo), cfg.prompts_per_part):
             rows = []
             for prompt in todo[offset:offset + cfg.prompts_per_part]:
-                context = prompt_ids(processor.encode, ids, prompt["prompt"])
+                context = chat.context([{"role": "user", "content": prompt["prompt"]}])
                 for temperature in cfg.temperatures:
-                    outputs = generate(model, context, cfg.max_new_tokens, temperature, cfg.top_p, cfg.per_temperature,
-                                       stops, seed_for(cfg.seed, prompt["prompt_id"], temperature), target)
+                    outputs = chat.sample(context, cfg.max_new_tokens, temperature, cfg.top_p, cfg.per_temperature,
+                                          seed_for(cfg.seed, prompt["prompt_id"], temperature))
                     for k, (tokens, finish) in enumerate(outputs):
-                        text = processor.decode(tokens)
+                        text = chat.processor.decode(tokens)
                         fraction, reason = classify(tokens, text, finish, cfg.gate)
                         rows.append({**prompt, "candidate_id": f"{prompt['prompt_id']}/t{temperature:g}/{k}",
                                      "temperature": temperature, "sample": k, "text": text, "num_tokens": len(tokens),
@@ -139,9 +127,8 @@ def sample_candidates(inputs: list[str], model_path: str, out: str, cfg: Samplin
 
 def _finish(root: Path, prompts: list[dict], bad: list[dict]) -> StageReport:
     """candidates.parquet (kept) and dropped.parquet from every part, and the report."""
-    table = pq.read_table(sorted((root / "parts").glob("part-*.parquet")), schema=CANDIDATES) \
-        if list((root / "parts").glob("part-*.parquet")) else CANDIDATES.empty_table()
-    rows = table.to_pylist()
+    parts = sorted((root / "parts").glob("part-*.parquet"))
+    rows = pq.read_table(parts, schema=CANDIDATES).to_pylist() if parts else []
     kept = [r for r in rows if r["reason"] is None]
     dropped = [r for r in rows if r["reason"] is not None]
     pq.write_table(pa.Table.from_pylist(kept, schema=CANDIDATES), root / "candidates.parquet")
@@ -149,15 +136,10 @@ def _finish(root: Path, prompts: list[dict], bad: list[dict]) -> StageReport:
     pq.write_table(pa.Table.from_pylist(bad, schema=pa.schema([("input_file", pa.string()), ("line", pa.int64()),
                                                               ("reason", pa.string()), ("raw", pa.string())])),
                    root / "quarantine.parquet")
-    removed: dict[str, int] = {}
-    for r in dropped:
-        removed[r["reason"]] = removed.get(r["reason"], 0) + 1
-    quarantined: dict[str, int] = {}
-    for r in bad:
-        quarantined[r["reason"]] = quarantined.get(r["reason"], 0) + 1
     report = StageReport(
-        stage="sample-candidates", input=len(rows) + len(bad), output=len(kept), removed=dict(sorted(removed.items())),
-        quarantined=dict(sorted(quarantined.items())), config=json.loads(rows[0]["settings"]) if rows else {},
+        stage="sample-candidates", input=len(rows) + len(bad), output=len(kept),
+        removed=dict(sorted(Counter(r["reason"] for r in dropped).items())),
+        quarantined=dict(sorted(Counter(r["reason"] for r in bad).items())), config=json.loads(rows[0]["settings"]) if rows else {},
         extra={"unit": "candidates generated, plus malformed prompt rows (quarantined)",
                "prompts": len(prompts), "prompts_done": len({r["prompt_id"] for r in rows}),
                "model_sha256": rows[0]["model_sha256"] if rows else None},

@@ -8,6 +8,7 @@ directory without it, or whose files do not match it, is skipped with a warning 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -57,6 +58,35 @@ def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
             continue
         found.append((int(path.name[len(PREFIX):]), path))
     return sorted(found, reverse=True)
+
+
+def newest(run: str, step: int | None = None) -> Path:
+    """A run's newest complete checkpoint, or the one of `step`."""
+    found = dict(complete_checkpoints(Path(run) / "checkpoints"))
+    if not found:
+        raise FileNotFoundError(f"{run}: no complete checkpoint in {run}/checkpoints")
+    if step is not None and step not in found:
+        raise FileNotFoundError(f"{run}: no complete checkpoint of step {step} (have {sorted(found)})")
+    return found[max(found) if step is None else step]
+
+
+def files_sha256(files: list[Path]) -> str:
+    """sha256 over files' names and bytes, read in chunks (checkpoints and exports are large)."""
+    digest = hashlib.sha256()
+    for item in files:
+        digest.update(item.name.encode() + b"\0")
+        with item.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """files_sha256 of a checkpoint directory, computed once and cached in it as SHA256."""
+    cached = path / "SHA256"
+    if not cached.exists():
+        cached.write_text(files_sha256(sorted(p for p in path.iterdir() if p.name != "SHA256")) + "\n")
+    return cached.read_text().strip()
 
 
 def _check(path: Path) -> str | None:

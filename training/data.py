@@ -38,7 +38,15 @@ class MicroBatch:
     index: int              # global micro-batch index (epoch * per_epoch + position)
     tokens: np.ndarray      # (micro, seq_len + 1) int64: inputs [:, :-1], labels [:, 1:]
     num_tokens: np.ndarray  # (micro,) real tokens per row; the rest is <pad>
-    doc_ids: np.ndarray | None = None  # (micro, seq_len + 1) index of each position's document in the row
+    doc_starts: list[list[int]] | None = None  # per row, positions where a document begins
+
+    @property
+    def doc_ids(self) -> np.ndarray:
+        """(micro, seq_len + 1): index of each position's document in its row (for document masking)."""
+        starts = np.zeros((len(self.tokens), self.tokens.shape[1] + 1), dtype=np.int64)
+        for i, row in enumerate(self.doc_starts or []):
+            np.add.at(starts[i], np.asarray(row, dtype=np.int64), 1)
+        return np.cumsum(starts[:, :-1], axis=1)
 
 
 def manifest_location(data: str) -> tuple[str, str]:
@@ -74,13 +82,10 @@ class TokenStream:
     def _list_row_groups(self) -> list[tuple[str, int, int]]:
         row_groups = []
         for shard in self.manifest["shards"]:
-            uri = storage.join(self.root, shard["file"])
-            fs, path = storage.resolve(uri)
-            with fs.open_input_file(path) as handle:
-                meta = pq.ParquetFile(handle).metadata
-            if meta.num_rows != shard["rows"]:
-                raise ValueError(f"{uri}: {meta.num_rows} rows, the manifest says {shard['rows']}")
-            row_groups += [(uri, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+            found = parquet_row_groups([storage.join(self.root, shard["file"])])
+            if sum(rows for *_, rows in found) != shard["rows"]:
+                raise ValueError(f"{shard['file']}: {sum(r for *_, r in found)} rows, the manifest says {shard['rows']}")
+            row_groups += found
         return row_groups
 
     def epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,18 +131,27 @@ class TokenStream:
         groups, rows = self.locate(index)
         tokens = np.zeros((self.micro, self.seq_len + 1), dtype=np.int64)
         lengths = np.zeros(self.micro, dtype=np.int64)
-        doc_ids = np.zeros_like(tokens)
+        doc_starts = []
         for i, (group, row) in enumerate(zip(groups.tolist(), rows.tolist())):
-            values, num_tokens, doc_starts = self._table(group).result()
+            values, num_tokens, starts = self._table(group).result()
             tokens[i] = values[row]
             lengths[i] = num_tokens[row]
-            starts = np.zeros(self.seq_len + 2, dtype=np.int64)
-            np.add.at(starts, np.asarray(doc_starts[row], dtype=np.int64), 1)
-            doc_ids[i] = np.cumsum(starts[: self.seq_len + 1])
-        return MicroBatch(index, tokens, lengths, doc_ids)
+            doc_starts.append(starts[row])
+        return MicroBatch(index, tokens, lengths, doc_starts)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def parquet_row_groups(uris: list[str]) -> list[tuple[str, int, int]]:
+    """(uri, row group, rows) of every row group of the files, in the order given (footers only)."""
+    found = []
+    for uri in uris:
+        fs, path = storage.resolve(uri)
+        with fs.open_input_file(path) as handle:
+            meta = pq.ParquetFile(handle).metadata
+        found += [(uri, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+    return found
 
 
 def _read_row_group(uri: str, row_group: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:

@@ -9,7 +9,6 @@ mismatch recomputes it and says why. No reference model is held while training.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from dataprep import storage
 from quality.gate import require_validated
 from training import checkpoint
+from training.data import parquet_row_groups
 from training.engine import EngineConfig, RunResult, run
 from training.model import ModelConfig, Transformer
 from training.optim import ScheduleConfig
@@ -93,13 +93,8 @@ class PairStream:
         self.validation = require_validated(pairs, cfg.allow_unvalidated)
         self.root = pairs.rstrip("/")
         self.report = json.loads(storage.read_text(storage.join(self.root, "report.json")))
-        self.files = [f.uri for f in storage.expand(storage.join(self.root, "pairs"), (".parquet",))]
-        self.row_groups = []
-        for uri in sorted(self.files):
-            fs, path = storage.resolve(uri)
-            with fs.open_input_file(path) as handle:
-                meta = pq.ParquetFile(handle).metadata
-            self.row_groups += [(uri, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+        self.row_groups = parquet_row_groups(
+            [f.uri for f in storage.expand(storage.join(self.root, "pairs"), (".parquet",))])
         self.pairs = sum(rows for *_, rows in self.row_groups)
         if self.pairs < micro_batch:
             raise ValueError(f"{pairs}: {self.pairs} pairs, fewer than one micro-batch of {micro_batch}")
@@ -138,21 +133,6 @@ class PairStream:
         return [self._rows(int(g))[int(r)] for g, r in zip(group_of[span], row_of[span])]
 
 
-def checkpoint_sha256(path: Path) -> str:
-    """sha256 over a checkpoint's files (names and bytes), cached in the checkpoint as SHA256."""
-    cached = path / "SHA256"
-    if cached.exists():
-        return cached.read_text().strip()
-    digest = hashlib.sha256()
-    for item in sorted(p for p in path.iterdir() if p.name != "SHA256"):
-        digest.update(item.name.encode() + b"\0")
-        with item.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-    cached.write_text(digest.hexdigest() + "\n")
-    return digest.hexdigest()
-
-
 class DPO:
     def __init__(self, cfg: DPOConfig, pairs: str, init: Path, dist_info: Distributed):
         self.cfg, self.dist = cfg, dist_info
@@ -165,7 +145,7 @@ class DPO:
         self.seq_len = 0
 
     def start(self, state: dict | None, model: Transformer) -> None:
-        checkpoint_hash = checkpoint_sha256(self.init) if self.dist.is_main else ""
+        checkpoint_hash = checkpoint.checkpoint_sha256(self.init) if self.dist.is_main else ""
         checkpoint_hash = _broadcast(checkpoint_hash)
         wanted = {"checkpoint_sha256": checkpoint_hash, "tokenizer_sha256": self.tokenizer_sha}
         found = _read_reference_metadata(self.reference_path)
@@ -262,17 +242,9 @@ def _log(dist_info: Distributed, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def init_checkpoint(run_dir: str) -> Path:
-    """The newest complete checkpoint of a run."""
-    found = checkpoint.complete_checkpoints(Path(run_dir) / "checkpoints")
-    if not found:
-        raise FileNotFoundError(f"{run_dir}: no complete checkpoint in {run_dir}/checkpoints")
-    return found[0][1]
-
-
 def run_dpo(cfg: DPOConfig, pairs: str, init_run: str, out: str, progress=None) -> RunResult:
     """DPO from the newest checkpoint of `init_run` on a prep-pairs output, writing the run to `out`."""
-    init = init_checkpoint(init_run)
+    init = checkpoint.newest(init_run)
     previous = json.loads((Path(init_run) / "config.json").read_text())
     cfg.model, cfg.model_overrides = previous["model"], previous["engine"]["model_overrides"]
 

@@ -71,11 +71,6 @@ class RunResult:
     metrics: Path
 
 
-def resolve_model_config(cfg: EngineConfig) -> ModelConfig:
-    overrides = dict(cfg.model_overrides)
-    return model_config(cfg.model, **overrides)
-
-
 def run(cfg: EngineConfig, out: str, make_objective: Callable[[Distributed, ModelConfig], Objective],
         init_from: Path | None = None, describe: dict | None = None,
         progress: Callable[[dict], None] | None = None) -> RunResult:
@@ -92,7 +87,7 @@ def run(cfg: EngineConfig, out: str, make_objective: Callable[[Distributed, Mode
 def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distributed, init_from: Path | None,
          describe: dict, progress) -> RunResult:
     rank, world, device = dist_info.rank, dist_info.world, dist_info.device
-    model_cfg = resolve_model_config(cfg)
+    model_cfg = model_config(cfg.model, **cfg.model_overrides)
     objective = make_objective(dist_info, model_cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_run_config(run_dir, cfg, model_cfg, describe, rank)

@@ -62,13 +62,9 @@ def load_run(run: str, step: int | None = None) -> tuple[Transformer, str]:
     """A run's model (newest complete checkpoint, or `step`) on CPU in fp32, and its tokenizer directory."""
     config = run_config(run)
     cfg = model_config(config["model"], **config["engine"]["model_overrides"])
-    found = dict(checkpoint.complete_checkpoints(Path(run) / "checkpoints"))
-    if not found:
-        raise FileNotFoundError(f"{run}: no complete checkpoint")
-    path = found[step] if step is not None else found[max(found)]
     model = Transformer(cfg)
     model.init_weights(0)
-    checkpoint.load_model_only(path, model)
+    checkpoint.load_model_only(checkpoint.newest(run, step), model)
     return model.eval(), run_tokenizer_dir(run)
 
 

@@ -6,9 +6,49 @@ tiny to 1B models this runs on here; serve large models with vLLM from `clover e
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
+from schemas.chat import END, messages_ids, template_ids
 from training.model import Transformer
+
+
+class ChatModel:
+    """A run or export with its tokenizer and chat template, on GPU when there is one: what `clover
+    generate`, `clover serve`, `clover sample-candidates` and a local judge share."""
+
+    def __init__(self, path: str, device: str | None = None):
+        import sentencepiece as spm
+
+        from training.export import load_any
+
+        self.model, self.meta, tokenizer_model = load_any(path)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        self.processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+        self.ids = template_ids(self.meta)
+        self.stops = (self.meta["special_ids"]["eos"], self.meta["control_ids"][END])
+        self.name = path
+        self.lock = threading.Lock()  # one decode at a time when shared by server threads
+
+    def context(self, messages: list[dict]) -> list[int]:
+        return messages_ids(self.processor.encode, self.ids, messages)
+
+    def sample(self, context: list[int], max_new_tokens: int, temperature: float, top_p: float = 1.0,
+               samples: int = 1, seed: int = 0) -> list[tuple[list[int], str]]:
+        return generate(self.model, context, max_new_tokens, temperature, top_p, samples, self.stops, seed, self.device)
+
+    @torch.no_grad()
+    def choose(self, context: list[int], choices: list[str]) -> str:
+        """The choice whose tokens (and the closing <|end|>) the model finds most likely after the context."""
+        scores = []
+        for choice in choices:
+            answer = [*self.processor.encode(choice), self.ids[END]]
+            tokens = torch.tensor([context + answer], device=self.device)
+            logprobs = self.model(tokens[:, :-1], tokens[:, 1:])[0, len(context) - 1:]
+            scores.append(float(logprobs.sum()))
+        return choices[max(range(len(choices)), key=scores.__getitem__)]
 
 
 @torch.no_grad()

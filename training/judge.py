@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -106,7 +107,7 @@ class LocalJudge:
     """An exported model (or run) on this machine, decoding greedily."""
 
     def __init__(self, path: str, cfg: JudgeConfig):
-        from training.serve import ChatModel
+        from training.generate import ChatModel
 
         self.chat, self.cfg, self.name = ChatModel(path), cfg, path
 
@@ -115,7 +116,9 @@ class LocalJudge:
                    "max_tokens": self.cfg.max_tokens}
         if self.cfg.guided:
             request["guided_choice"] = CHOICES
-        return self.chat.complete(request)["choices"][0]["message"]["content"], 1
+        from training.serve import chat_completion
+
+        return chat_completion(self.chat, request)["choices"][0]["message"]["content"], 1
 
 
 def make_judge(target: str, cfg: JudgeConfig):
@@ -124,11 +127,8 @@ def make_judge(target: str, cfg: JudgeConfig):
 
 def work_items(candidates: list[dict], max_pairs: int) -> list[dict]:
     """Both orders of each judged candidate pair, per prompt."""
-    by_prompt: dict[str, list[dict]] = {}
-    for c in candidates:
-        by_prompt.setdefault(c["prompt_id"], []).append(c)
     items = []
-    for prompt_id, group in by_prompt.items():
+    for prompt_id, group in group_by(candidates, lambda c: c["prompt_id"]).items():
         group = sorted(group, key=lambda c: c["candidate_id"])
         for a, b in list(itertools.combinations(group, 2))[:max_pairs]:
             for order, (first, second) in (("ab", (a, b)), ("ba", (b, a))):
@@ -208,10 +208,8 @@ def finish(root: Path, items: list[dict], candidates: list[dict]) -> StageReport
     pq.write_table(pa.Table.from_pylist(scores, schema=pa.schema([
         ("prompt_id", pa.string()), ("candidate_id", pa.string()), ("temperature", pa.float64()),
         ("wins", pa.float64()), ("comparisons", pa.int64()), ("rank", pa.int64())])), root / "rankings.parquet")
-    outcome: dict[str, int] = {}
-    for r in records:
-        kind = "judged" if r["verdict"] else "unparseable" if r["reason"].startswith("unparseable") else "request_failed"
-        outcome[kind] = outcome.get(kind, 0) + 1
+    outcome = Counter("judged" if r["verdict"] else "unparseable" if r["reason"].startswith("unparseable")
+                      else "request_failed" for r in records)
     report = StageReport(
         stage="judge", input=len(records), output=outcome.get("judged", 0),
         removed={k: v for k, v in (("unparseable", outcome.get("unparseable", 0)),) if v},
@@ -235,10 +233,7 @@ def rank(records: list[dict], candidates: list[dict]) -> list[dict]:
             comparisons[cid] += 1
             wins[cid] += 0.5 if r["winner"] == "tie" else float(r["winner"] == cid)
     rows = []
-    by_prompt: dict[str, list[dict]] = {}
-    for c in candidates:
-        by_prompt.setdefault(c["prompt_id"], []).append(c)
-    for prompt_id, group in by_prompt.items():
+    for prompt_id, group in group_by(candidates, lambda c: c["prompt_id"]).items():
         ordered = sorted(group, key=lambda c: (-wins[c["candidate_id"]], c["candidate_id"]))
         rows += [{"prompt_id": prompt_id, "candidate_id": c["candidate_id"], "temperature": c["temperature"],
                   "wins": wins[c["candidate_id"]], "comparisons": comparisons[c["candidate_id"]], "rank": i + 1}
@@ -246,10 +241,25 @@ def rank(records: list[dict], candidates: list[dict]) -> list[dict]:
     return rows
 
 
+def group_by(rows: list[dict], key: Callable[[dict], object]) -> dict:
+    """Rows grouped by key, groups and rows in their first-seen order."""
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return groups
+
+
+def by_pair(records: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """Judgments grouped by (prompt_id, candidate_a, candidate_b): the two orders of one pair."""
+    return group_by(records, lambda r: (r["prompt_id"], r["candidate_a"], r["candidate_b"]))
+
+
+def judge_says(records: list[dict]) -> str:
+    """The judge's winner for a pair when both orders gave the same one, else 'unclear'."""
+    winners = {r["winner"] for r in records}
+    return winners.pop() if len(winners) == 1 and None not in winners and len(records) == 2 else "unclear"
+
+
 def disagreements(records: list[dict]) -> list[tuple[str, str, str]]:
-    """(prompt_id, a, b) of pairs whose two orders got different winners (position bias) or no verdict."""
-    by_pair: dict[tuple[str, str, str], list[dict]] = {}
-    for r in records:
-        by_pair.setdefault((r["prompt_id"], r["candidate_a"], r["candidate_b"]), []).append(r)
-    return [pair for pair, rs in by_pair.items()
-            if len(rs) == 2 and (any(r["winner"] is None for r in rs) or rs[0]["winner"] != rs[1]["winner"])]
+    """(prompt_id, a, b) of pairs asked in both orders that got different winners (position bias) or no verdict."""
+    return [pair for pair, rs in by_pair(records).items() if len(rs) == 2 and judge_says(rs) == "unclear"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import StageReport
-from training.judge import load_judgments, rank
+from training.judge import by_pair, group_by, judge_says, load_judgments, rank
 
 SHEET_COLUMNS = ["item", "prompt_id", "why", "prompt", "candidate_a", "answer_a", "candidate_b", "answer_b",
                  "judge_says", "decision", "note"]
@@ -41,19 +42,6 @@ class ReviewConfig:
     seed: int = field(default=0, metadata={"help": "audit sample seed"})
 
 
-def _pairs(records: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
-    by_pair: dict[tuple[str, str, str], list[dict]] = {}
-    for r in records:
-        by_pair.setdefault((r["prompt_id"], r["candidate_a"], r["candidate_b"]), []).append(r)
-    return by_pair
-
-
-def judge_says(records: list[dict]) -> str:
-    """The judge's winner for a pair when both orders agree, else 'unclear'."""
-    winners = {r["winner"] for r in records}
-    return winners.pop() if len(winners) == 1 and None not in winners and len(records) == 2 else "unclear"
-
-
 def load(judgments_dir: str, candidates_dir: str) -> tuple[list[dict], dict[str, dict]]:
     records = list(load_judgments(Path(judgments_dir) / "judgments.jsonl").values())
     candidates = {c["candidate_id"]: c for c in pq.read_table(Path(candidates_dir) / "candidates.parquet").to_pylist()}
@@ -62,11 +50,8 @@ def load(judgments_dir: str, candidates_dir: str) -> tuple[list[dict], dict[str,
 
 def export_sheet(judgments_dir: str, candidates_dir: str, sheet: str, cfg: ReviewConfig) -> dict[str, int]:
     records, candidates = load(judgments_dir, candidates_dir)
-    pairs = _pairs(records)
-    ranking = rank(records, list(candidates.values()))
-    by_prompt: dict[str, list[dict]] = {}
-    for row in ranking:
-        by_prompt.setdefault(row["prompt_id"], []).append(row)
+    pairs = by_pair(records)
+    by_prompt = group_by(rank(records, list(candidates.values())), lambda row: row["prompt_id"])
     wanted: dict[tuple[str, str, str], str] = {}
     for pair, rs in pairs.items():
         if judge_says(rs) == "unclear":
@@ -87,10 +72,7 @@ def export_sheet(judgments_dir: str, candidates_dir: str, sheet: str, cfg: Revie
                      "candidate_b": b, "answer_b": candidates[b]["text"],
                      "judge_says": judge_says(pairs.get((prompt_id, a, b), [])), "decision": "", "note": ""})
     write_sheet(sheet, rows)
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["why"]] = counts.get(row["why"], 0) + 1
-    return counts
+    return dict(Counter(row["why"] for row in rows))
 
 
 def _key(prompt_id: str, x: str, y: str) -> tuple[str, str, str]:
@@ -119,7 +101,7 @@ def import_decisions(judgments_dir: str, candidates_dir: str, sheet: str | None,
                      ) -> StageReport:
     """Merge the sheet's decisions over the judge's verdicts and write OUT/pairs/ and OUT/report.json."""
     records, candidates = load(judgments_dir, candidates_dir)
-    pairs = _pairs(records)
+    pairs = by_pair(records)
     decisions, conflicts, invalid = {}, [], []
     for row in read_sheet(sheet) if sheet else []:
         decision = (row.get("decision") or "").strip().lower()
@@ -140,10 +122,7 @@ def import_decisions(judgments_dir: str, candidates_dir: str, sheet: str | None,
         effective += [{"prompt_id": prompt_id, "candidate_a": a, "candidate_b": b, "verdict": "human",
                        "winner": d["winner"]}] * 2
     reviewed_prompts = {key[0] for key in decisions}
-    ranking = rank(effective, list(candidates.values()))
-    by_prompt: dict[str, list[dict]] = {}
-    for row in ranking:
-        by_prompt.setdefault(row["prompt_id"], []).append(row)
+    by_prompt = group_by(rank(effective, list(candidates.values())), lambda row: row["prompt_id"])
     judge_name = next((r.get("judge") for r in records if r.get("judge")), "")
     kept, removed = [], {"no_clear_winner": 0, "single_candidate": 0}
     for prompt_id, rows in sorted(by_prompt.items()):

@@ -8,59 +8,28 @@ the highest log-probability), GET /v1/models. One request decodes at a time.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import torch
-
-from schemas.chat import END, messages_ids, template_ids
+from training.generate import ChatModel
 
 
-class ChatModel:
-    def __init__(self, path: str, device: str | None = None):
-        import sentencepiece as spm
-
-        from training.export import load_any
-
-        self.model, self.meta, tokenizer_model = load_any(path)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model.to(self.device)
-        self.processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-        self.ids = template_ids(self.meta)
-        self.stops = (self.meta["special_ids"]["eos"], self.meta["control_ids"][END])
-        self.name = path
-        self.lock = threading.Lock()
-
-    def complete(self, request: dict) -> dict:
-        from training.generate import generate
-
-        context = messages_ids(self.processor.encode, self.ids, request["messages"])
-        with self.lock:
-            if request.get("guided_choice"):
-                text, finish, produced = self._choose(context, request["guided_choice"]), "stop", 1
-            else:
-                [(tokens, finish)] = generate(
-                    self.model, context, int(request.get("max_tokens") or 256), float(request.get("temperature", 1.0)),
-                    float(request.get("top_p", 1.0)), 1, self.stops, int(request.get("seed") or 0), self.device)
-                text, produced = self.processor.decode(tokens), len(tokens)
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": request.get("model") or self.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                "usage": {"prompt_tokens": len(context), "completion_tokens": produced,
-                          "total_tokens": len(context) + produced}}
-
-    @torch.no_grad()
-    def _choose(self, context: list[int], choices: list[str]) -> str:
-        """The choice whose tokens (and the closing <|end|>) the model finds most likely after the context."""
-        scores = []
-        for choice in choices:
-            answer = [*self.processor.encode(choice), self.ids[END]]
-            tokens = torch.tensor([context + answer], device=self.device)
-            logprobs = self.model(tokens[:, :-1], tokens[:, 1:])[0, len(context) - 1:]
-            scores.append(float(logprobs.sum()))
-        return choices[max(range(len(choices)), key=scores.__getitem__)]
+def chat_completion(chat: ChatModel, request: dict) -> dict:
+    """An OpenAI chat.completion for a request (messages, max_tokens, temperature, top_p, seed, guided_choice)."""
+    context = chat.context(request["messages"])
+    with chat.lock:
+        if request.get("guided_choice"):
+            text, finish, produced = chat.choose(context, request["guided_choice"]), "stop", 1
+        else:
+            [(tokens, finish)] = chat.sample(context, int(request.get("max_tokens") or 256),
+                                             float(request.get("temperature", 1.0)), float(request.get("top_p", 1.0)),
+                                             seed=int(request.get("seed") or 0))
+            text, produced = chat.processor.decode(tokens), len(tokens)
+    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": request.get("model") or chat.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": len(context), "completion_tokens": produced, "total_tokens": len(context) + produced}}
 
 
 def make_server(chat: ChatModel, host: str, port: int) -> ThreadingHTTPServer:
@@ -83,7 +52,7 @@ def make_server(chat: ChatModel, host: str, port: int) -> ThreadingHTTPServer:
                 return self._send(404, {"error": {"message": f"no route {self.path}"}})
             try:
                 request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                self._send(200, chat.complete(request))
+                self._send(200, chat_completion(chat, request))
             except (ValueError, KeyError, TypeError) as err:
                 self._send(400, {"error": {"message": str(err), "type": "invalid_request_error"}})
 
