@@ -42,7 +42,7 @@ def main() -> None:
         print(f"| loader | tokens/s | x one H100's clover-1b consumption ({h100:.0f} tokens/s at 45% MFU) |")
         print("|---|---|---|")
         for gated in (False, True):
-            stream = TokenStream(str(data), args.micro_batch, DataConfig(workers=args.workers))
+            stream = TokenStream(str(data), args.micro_batch, DataConfig(workers=args.workers), doc_starts=False)
             source = GatedStream(stream, GateConfig(enabled=gated), 0, 1, lambda values: [values])
             started, tokens = time.perf_counter(), 0
             for _ in range(stream.per_epoch):

@@ -38,7 +38,7 @@ class MicroBatch:
     index: int              # global micro-batch index (epoch * per_epoch + position)
     tokens: np.ndarray      # (micro, seq_len + 1) int64: inputs [:, :-1], labels [:, 1:]
     num_tokens: np.ndarray  # (micro,) real tokens per row; the rest is <pad>
-    doc_starts: list[list[int]] | None = None  # per row, positions where a document begins
+    doc_starts: list[list[int]] | None = None  # per row, positions where a document begins (when read)
 
     @property
     def doc_ids(self) -> np.ndarray:
@@ -58,7 +58,8 @@ def manifest_location(data: str) -> tuple[str, str]:
 
 
 class TokenStream:
-    def __init__(self, data: str, micro_batch: int, cfg: DataConfig):
+    def __init__(self, data: str, micro_batch: int, cfg: DataConfig, doc_starts: bool = True):
+        """`doc_starts=False` skips that column (only document masking needs it)."""
         root, manifest_uri = manifest_location(data)
         if not storage.exists(manifest_uri):
             raise FileNotFoundError(f"{manifest_uri}: no manifest; token shards come from `clover tokenize`")
@@ -69,6 +70,7 @@ class TokenStream:
             raise ValueError(f"{manifest_uri}: kind is {self.manifest.get('kind')!r}, expected 'tokens'")
         self.manifest_sha256 = hashlib.sha256(text.encode()).hexdigest()
         self.root, self.micro, self.cfg = root, micro_batch, cfg
+        self.columns = ["tokens", "num_tokens"] + (["doc_starts"] if doc_starts else [])
         self.seq_len = int(self.manifest["seq_len"])
         self.row_groups = self._list_row_groups()  # (file, row group, rows), in manifest order
         self.sequences = sum(rows for _, _, rows in self.row_groups)
@@ -115,7 +117,7 @@ class TokenStream:
     def _table(self, group: int) -> Future:
         if group not in self._tables:
             uri, row_group, _ = self.row_groups[group]
-            self._tables[group] = self._pool.submit(_read_row_group, uri, row_group)
+            self._tables[group] = self._pool.submit(_read_row_group, uri, row_group, self.columns)
             while len(self._tables) > 2 * self.cfg.stripe_row_groups:
                 self._tables.popitem(last=False)
         self._tables.move_to_end(group)
@@ -136,7 +138,7 @@ class TokenStream:
             values, num_tokens, starts = self._table(group).result()
             tokens[i] = values[row]
             lengths[i] = num_tokens[row]
-            doc_starts.append(starts[row])
+            doc_starts.append(starts[row] if starts is not None else [])
         return MicroBatch(index, tokens, lengths, doc_starts)
 
     def close(self) -> None:
@@ -154,12 +156,13 @@ def parquet_row_groups(uris: list[str]) -> list[tuple[str, int, int]]:
     return found
 
 
-def _read_row_group(uri: str, row_group: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
-    """One row group as a (rows, seq_len + 1) token matrix, its num_tokens and doc_starts columns."""
+def _read_row_group(uri: str, row_group: int, columns: list[str]) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """One row group as a (rows, seq_len + 1) token matrix, its num_tokens and (if read) doc_starts."""
     fs, path = storage.resolve(uri)
     with fs.open_input_file(path) as handle:
-        table = pq.ParquetFile(handle).read_row_group(row_group, columns=["tokens", "num_tokens", "doc_starts"])
+        table = pq.ParquetFile(handle).read_row_group(row_group, columns=columns)
     tokens = table.column("tokens").combine_chunks()
     width = len(tokens[0]) if len(tokens) else 0
     matrix = tokens.flatten().to_numpy(zero_copy_only=False).reshape(len(tokens), width)
-    return matrix, table.column("num_tokens").to_numpy(), table.column("doc_starts").to_pylist()
+    starts = table.column("doc_starts").to_pylist() if "doc_starts" in table.column_names else None
+    return matrix, table.column("num_tokens").to_numpy(), starts

@@ -27,7 +27,7 @@ class TrainConfig(EngineConfig):
 class Pretraining:
     def __init__(self, cfg: TrainConfig, data: str, dist_info: Distributed, model_cfg: ModelConfig, run_dir: Path):
         self.cfg, self.dist, self.run_dir = cfg, dist_info, run_dir
-        self.stream = TokenStream(data, cfg.micro_batch, cfg.data)
+        self.stream = TokenStream(data, cfg.micro_batch, cfg.data, doc_starts=cfg.document_masking)
         self.seq_len = self.stream.seq_len
         vocab = int(self.stream.manifest["tokenizer"]["vocab_size"])
         if vocab > model_cfg.vocab_size:
