@@ -60,7 +60,7 @@ def step_bar(label: str, total: int):
     def show(record: dict) -> None:
         step = record["step"]
         extra = f"  reward acc {record['reward_accuracy']:.2f}" if "reward_accuracy" in record else \
-            f"  gate rejections {record.get('gate_rejections_total', 0)}"
+            f"  gate rejections {record.get('gate_rejections_total', 0)} ({record.get('gate_rejection_rate', 0):.1%} recent)"
         line = (f"  {label}: step {step}/{total} {_bar(step / total)} loss {record['loss']:.4f}  "
                 f"{record['tokens_per_s']:,.0f} tok/s{extra}")
         if live:

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None, prog: str = "clover train") -> int:
 
 def print_progress(record: dict) -> None:
     extra = (f"reward acc {record['reward_accuracy']:.2f}  margin {record['reward_margin']:.3f}"
-             if "reward_accuracy" in record else f"gate rejections {record.get('gate_rejections_total', 0)}")
+             if "reward_accuracy" in record else f"gate rejections {record.get('gate_rejections_total', 0)} "
+             f"({record.get('gate_rejection_rate', 0):.1%} recent)")
     print(f"step {record['step']:>7}  loss {record['loss']:.4f}  lr {record['lr']:.3g}  "
           f"grad {record['grad_norm']:.3f}  {record['tokens_per_s']:,.0f} tok/s  {extra}", file=sys.stderr, flush=True)
 

@@ -19,7 +19,7 @@ from tests.token_shards import write_token_shards
 from training.checkpoint import steps_to_delete
 from training.data import DataConfig, MicroBatch, TokenStream
 from training.engine import SpikeConfig, _skip_reason
-from training.gate import GateConfig, GatedStream, batch_fraction
+from training.gate import GateConfig, GatedStream, GateStalled, batch_fraction
 from training.optim import OptimizerConfig, ScheduleConfig, build_optimizer, lr_at
 from training.pretrain import TrainConfig, train
 
@@ -111,6 +111,66 @@ def test_gated_stream_replaces_rejected_micro_batches(tmp_path):
     stream.close()
 
 
+def test_gate_stops_every_rank_at_the_consecutive_limit(tmp_path):
+    """All data rejected: both ranks (threads with a real all-gather) raise at the same candidate."""
+    import threading
+
+    data = write_token_shards(tmp_path / "tok", rows=64, repetitive_rows=tuple(range(64)))
+    cfg = GateConfig(max_consecutive_rejections=10)
+    barrier, slots, errors, logged = threading.Barrier(2), [None, None], [None, None], []
+
+    def rank(r: int) -> None:
+        def gather(values):
+            slots[r] = values
+            barrier.wait()
+            gathered = list(slots)
+            barrier.wait()
+            return gathered
+        stream = TokenStream(str(data), 2, DataConfig())
+        gated = GatedStream(stream, cfg, r, 2, gather, on_reject=logged.append if r == 0 else None)
+        try:
+            gated.next()
+        except GateStalled as err:
+            errors[r] = (str(err), gated.judged)
+        stream.close()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors[0] is not None and errors[0] == errors[1]  # the same verdict, at the same candidate
+    message, judged = errors[0]
+    assert judged == 10 and [r.index for r in logged] == list(range(10))  # logged as they happened
+    assert "10 micro-batches in a row were rejected" in message and "gate.max_fraction=0.15" in message
+    assert "shards/part-00000.parquet" in message and "fractions seen 0.7" in message
+
+
+def test_gate_stops_at_the_window_fraction(tmp_path):
+    data = write_token_shards(tmp_path / "tok", rows=64, repetitive_rows=tuple(r for r in range(64) if r % 3))
+    stream = TokenStream(str(data), 1, DataConfig())
+    relaxed = GatedStream(stream, GateConfig(rejection_window=20, max_rejected_fraction=0.95), 0, 1, lambda v: [v])
+    for _ in range(20):
+        relaxed.next()
+    assert 0.5 < relaxed.rejection_rate < 0.95  # two thirds of the rows loop
+    strict = GatedStream(stream, GateConfig(rejection_window=20, max_rejected_fraction=0.5), 0, 1, lambda v: [v])
+    with pytest.raises(GateStalled, match=r"of the last 20 micro-batches were rejected \(gate.max_rejected_fraction=0.5\)"):
+        for _ in range(20):
+            strict.next()
+    assert strict.judged == 20
+    stream.close()
+
+
+def test_training_on_rejected_data_fails_fast_with_the_log_written(tmp_path):
+    data = str(write_token_shards(tmp_path / "tok", rows=32, repetitive_rows=tuple(range(32))))
+    cfg = tiny_config(2)
+    cfg.gate.max_consecutive_rejections = 6
+    with pytest.raises(GateStalled, match="6 micro-batches in a row"):
+        train(cfg, data, str(tmp_path / "run"))
+    lines = [json.loads(line) for line in (tmp_path / "run" / "gate_rejections.jsonl").read_text().splitlines()]
+    assert [line["micro_batch"] for line in lines] == list(range(6)) and lines[0]["shards"]
+
+
 def test_unvalidated_shards_are_refused(tmp_path):
     data = write_token_shards(tmp_path / "tok", validated=False)
     with pytest.raises(UnvalidatedDataset, match="never validated"):
@@ -152,7 +212,8 @@ def test_interrupted_run_resumes_bitwise(tmp_path):
     assert len(whole) == 8 and whole == cut  # bitwise: the same floats
     assert whole[-1] < whole[0]
     metrics = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
-    for key in ("step", "loss", "lr", "grad_norm", "tokens_per_s", "gate_rejections", "peak_memory_gib", "mfu"):
+    for key in ("step", "loss", "lr", "grad_norm", "tokens_per_s", "gate_rejections", "gate_rejection_rate",
+                "peak_memory_gib", "mfu"):
         assert key in metrics[-1]
     assert sum(m["gate_rejections"] for m in metrics) == metrics[-1]["gate_rejections_total"] >= 1
 

@@ -82,12 +82,13 @@ class TokenStream:
         self._pool = ThreadPoolExecutor(max_workers=max(cfg.workers, 1), thread_name_prefix="clover-loader")
 
     def _list_row_groups(self) -> list[tuple[str, int, int]]:
-        row_groups = []
+        row_groups, self.group_shard = [], []
         for shard in self.manifest["shards"]:
             found = parquet_row_groups([storage.join(self.root, shard["file"])])
             if sum(rows for *_, rows in found) != shard["rows"]:
                 raise ValueError(f"{shard['file']}: {sum(r for *_, r in found)} rows, the manifest says {shard['rows']}")
             row_groups += found
+            self.group_shard += [shard["file"]] * len(found)
         return row_groups
 
     def epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,6 +114,10 @@ class TokenStream:
         groups, rows = self.epoch_order(epoch)
         span = slice(position * self.micro, (position + 1) * self.micro)
         return groups[span], rows[span]
+
+    def shards_of(self, index: int) -> tuple[str, ...]:
+        """The manifest names of the shards that micro-batch `index` reads (no I/O)."""
+        return tuple(sorted({self.group_shard[g] for g in self.locate(index)[0].tolist()}))
 
     def _table(self, group: int) -> Future:
         if group not in self._tables:

@@ -11,9 +11,9 @@ import torch
 
 from training.data import DataConfig, MicroBatch, TokenStream
 from training.engine import EngineConfig, RunResult, run
-from training.gate import GateConfig, GatedStream
+from training.gate import GateConfig, GatedStream, Rejection
 from training.model import ModelConfig, Transformer
-from training.parallelize import Distributed, all_gather_floats
+from training.parallelize import Distributed, all_gather_floats, to_device
 
 
 @dataclass
@@ -49,17 +49,18 @@ class Pretraining:
                                  f"(micro_batch {state['micro_batch']}, seed {state['seed']}); "
                                  "change grad_accum to keep the global batch on another world size")
             cursor, self.rejections_total = state["cursor"], state["gate_rejections_total"]
+        log = self.run_dir / "gate_rejections.jsonl"
+        if self.dist.is_main:
+            _truncate_rejections(log, cursor)
+        on_reject = (lambda r: _log_rejection(log, r)) if self.dist.is_main else None
         gather = lambda values: all_gather_floats(values, self.dist.device)  # noqa: E731
-        self.gated = GatedStream(self.stream, self.cfg.gate, self.dist.rank, self.dist.world, gather, cursor)
+        self.gated = GatedStream(self.stream, self.cfg.gate, self.dist.rank, self.dist.world, gather, cursor,
+                                 on_reject)
 
     def next_batch(self) -> tuple[MicroBatch, dict[str, float]]:
         gate_seconds = self.gated.gate_seconds
         batch, rejections = self.gated.next()
         self.rejections_total += len(rejections)
-        if rejections and self.dist.is_main:
-            with (self.run_dir / "gate_rejections.jsonl").open("a") as handle:
-                for r in rejections:
-                    handle.write(json.dumps({"micro_batch": r.index, "epoch": r.epoch, "fraction": r.fraction}) + "\n")
         return batch, {"gate_rejections": len(rejections), "gate_seconds": self.gated.gate_seconds - gate_seconds}
 
     def weight(self, batch: MicroBatch) -> float:
@@ -69,15 +70,16 @@ class Pretraining:
         return int(batch.tokens.shape[0] * (batch.tokens.shape[1] - 1))
 
     def loss(self, model: Transformer, batch: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        tokens = torch.from_numpy(batch.tokens).to(self.dist.device)
-        doc_ids = torch.from_numpy(batch.doc_ids[:, :-1]).to(self.dist.device) if self.cfg.document_masking else None
+        tokens = to_device(batch.tokens, self.dist.device)
+        doc_ids = to_device(batch.doc_ids[:, :-1], self.dist.device) if self.cfg.document_masking else None
         logprobs = model(tokens[:, :-1], tokens[:, 1:], doc_ids)
         positions = torch.arange(logprobs.shape[1], device=self.dist.device)
-        mask = positions[None, :] + 1 < torch.from_numpy(batch.num_tokens).to(self.dist.device)[:, None]
+        mask = positions[None, :] + 1 < to_device(batch.num_tokens, self.dist.device)[:, None]
         return -(logprobs * mask).sum(), {}
 
     def step_metrics(self, info: dict[str, float], sums: dict[str, float], weight: float) -> dict:
         return {"gate_rejections": int(info["gate_rejections"]), "gate_rejections_total": self.rejections_total,
+                "gate_rejection_rate": self.gated.rejection_rate,
                 "gate_seconds": info["gate_seconds"], "epoch": self.gated.cursor // self.stream.per_epoch}
 
     def state(self) -> dict:
@@ -86,6 +88,23 @@ class Pretraining:
 
     def close(self) -> None:
         self.stream.close()
+
+
+def _log_rejection(log: Path, r: Rejection) -> None:
+    """One line per rejected micro-batch, written (and flushed) when its verdict is known."""
+    with log.open("a") as handle:
+        handle.write(json.dumps({"micro_batch": r.index, "epoch": r.epoch, "fraction": r.fraction,
+                                 "shards": list(r.shards)}) + "\n")
+
+
+def _truncate_rejections(log: Path, cursor: int) -> None:
+    """On resume, drop lines logged after the checkpoint's cursor: those micro-batches are gated again."""
+    if not log.exists():
+        return
+    lines = log.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and json.loads(line)["micro_batch"] < cursor]
+    if len(kept) != len(lines):  # also drops a line torn by a crash
+        log.write_text("".join(kept))
 
 
 def train(cfg: TrainConfig, data: str, out: str, progress=None) -> RunResult:
