@@ -20,7 +20,7 @@ from dataprep.spark import SparkConfig, partitions_for, quarantine_rows, write_p
 from dataprep.validate import commit_stage
 from jobs.config import ConfigError, to_dict
 from quality.gate import require_validated
-from quality.minhash import ShingleHasher, band_digests, jaccard, signatures
+from quality.minhash import ShingleHasher, band_digests, jaccard, scheme_record, signatures
 from quality.text import normalize_text
 from schemas import QUARANTINE, StageReport
 from schemas.datasets import DUPLICATES
@@ -58,7 +58,9 @@ class DedupConfig:
             raise ConfigError(f"'threshold' must be in (0, 1], got {self.threshold}")
 
     def index_params(self) -> dict:
-        return {k: getattr(self, k) for k in ("shingle_n", "num_perm", "bands", "rows", "seed")}
+        """What an index's signatures depend on, MinHash scheme and permutation hash included."""
+        params = {k: getattr(self, k) for k in ("shingle_n", "num_perm", "bands", "rows", "seed")}
+        return {**params, **scheme_record(self.num_perm, self.seed)}
 
 
 def exact_hash(text: str) -> str:
@@ -264,7 +266,11 @@ def _read_index(spark, uri: str, cfg: DedupConfig):
     from pyspark.sql import functions as F
 
     params = json.loads(storage.read_text(storage.join(uri, "index.json")))
-    if params != cfg.index_params():
-        raise ConfigError(f"index {uri} was built with {params}, this run uses {cfg.index_params()}")
+    ours = cfg.index_params()
+    if params != ours:
+        differ = {k: (params.get(k), ours.get(k)) for k in sorted(set(params) | set(ours)) if params.get(k) != ours.get(k)}
+        raise ConfigError(f"index {uri} was built with other MinHash parameters (index, this run): {differ}; "
+                          "its signatures cannot be compared with this run's. Use the index's settings, or rebuild "
+                          "the index with this run's (clover dedup ... --write-index INDEX).")
     return (spark.read.parquet(storage.join(uri, "signatures"))
             .select(*INDEX_COLUMNS, F.lit(None).cast("double").alias("score"), F.lit(1).alias("priority")))

@@ -4,10 +4,15 @@ Given the same shingle hashes, signatures are bit-identical to datasketch 2.x `M
 "affine32", the default) with the same num_perm and seed: the permutation parameters are taken from
 datasketch itself, inputs are pre-mixed with the MurmurHash3 finalizer, and each permutation is
 `a * h + b` modulo 2**32.
+
+That holds only for the affine32 scheme: datasketch 1.x draws mersenne-prime parameters, which the
+uint32 cast would truncate, so signatures (and any index written with them) would silently differ.
+The scheme is therefore checked at import, and `scheme_record` goes into every dedup index.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from collections.abc import Sequence
@@ -15,7 +20,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from datasketch import MinHash
 
+SCHEME = "affine32"
 _NON_WORD = re.compile(r"[^\w\s]|_")
 _DIGIT = re.compile(r"\d")
 _U32 = np.uint32
@@ -128,13 +135,33 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _U32(16))
 
 
+def _require_affine32() -> None:
+    """Fail at import unless datasketch's default MinHash is the affine32 scheme this module reproduces."""
+    probe = MinHash(num_perm=2, seed=1)
+    a, b = probe.permutations
+    if getattr(probe, "scheme", None) != SCHEME or a.dtype != _U32 or b.dtype != _U32:
+        from importlib.metadata import version
+
+        raise ImportError(f"Clover's MinHash needs datasketch>=2.0 (scheme {SCHEME!r}); the installed datasketch "
+                          f"{version('datasketch')} uses {getattr(probe, 'scheme', 'legacy')!r} permutations "
+                          "(pip install 'datasketch>=2.0')")
+
+
+_require_affine32()
+
+
 @lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) of datasketch's affine32 scheme, taken from datasketch so they cannot drift."""
-    from datasketch import MinHash
-
-    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
+    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
     return a.astype(_U32), b.astype(_U32)
+
+
+def scheme_record(num_perm: int, seed: int) -> dict:
+    """What makes signatures comparable: the scheme, num_perm and a hash of the permutation parameters."""
+    a, b = permutations(num_perm, seed)
+    digest = hashlib.sha256(a.astype("<u4").tobytes() + b.astype("<u4").tobytes()).hexdigest()
+    return {"scheme": SCHEME, "num_perm": num_perm, "permutations_sha256": digest}
 
 
 def signatures(shingles: Sequence[np.ndarray], num_perm: int, seed: int) -> np.ndarray:

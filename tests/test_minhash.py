@@ -51,3 +51,52 @@ def test_lsh_params_use_datasketch_optimum():
     assert params.bands * params.rows <= 112
     # the S-curve's midpoint (1/b)^(1/r) lies near the threshold
     assert abs((1 / params.bands) ** (1 / params.rows) - 0.8) < 0.08
+
+
+def test_scheme_record_names_the_permutations():
+    from quality.minhash import SCHEME, scheme_record
+
+    record = scheme_record(112, 1)
+    assert record["scheme"] == SCHEME == MinHash(num_perm=8).scheme == "affine32" and record["num_perm"] == 112
+    assert record == scheme_record(112, 1) and record["permutations_sha256"] != scheme_record(112, 2)["permutations_sha256"]
+
+
+def test_legacy_datasketch_is_refused_at_import(tmp_path):
+    """A datasketch 1.x (mersenne-prime uint64 permutations, no scheme) must stop the import, not truncate."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fake = tmp_path / "datasketch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import numpy as np\n"
+        "class MinHash:\n"
+        "    def __init__(self, num_perm=128, seed=1):\n"
+        "        gen = np.random.RandomState(seed)\n"
+        "        self.permutations = (gen.randint(1, (1 << 61) - 1, num_perm, dtype=np.uint64),\n"
+        "                             gen.randint(0, (1 << 61) - 1, num_perm, dtype=np.uint64))\n")
+    (tmp_path / "datasketch-1.6.5.dist-info").mkdir()
+    (tmp_path / "datasketch-1.6.5.dist-info" / "METADATA").write_text("Name: datasketch\nVersion: 1.6.5\n")
+    env = {"PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", "import quality.minhash"], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "ImportError" in done.stderr
+    assert "datasketch>=2.0" in done.stderr and "1.6.5" in done.stderr
+
+
+def test_against_refuses_an_index_made_with_other_minhash_parameters(tmp_path):
+    import json
+
+    from dataprep.dedup import DedupConfig, _read_index
+    from jobs.config import ConfigError
+
+    cfg = DedupConfig()
+    params = cfg.index_params()
+    assert {"scheme", "permutations_sha256", "num_perm"} <= set(params)
+    legacy = {k: params[k] for k in ("shingle_n", "num_perm", "bands", "rows", "seed")}  # written before the scheme
+    other = {**params, "permutations_sha256": "0" * 64}
+    for index, wrong in (("legacy", legacy), ("other", other)):
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "index.json").write_text(json.dumps(wrong))
+        with pytest.raises(ConfigError, match="permutations_sha256.*--write-index"):
+            _read_index(None, str(tmp_path / index), cfg)
