@@ -143,7 +143,7 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | 
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     rng = path / f"rng-rank{rank:05d}.pt"
     if rng.exists():  # absent when the world size grew: the new ranks keep their seeded state
-        _set_rng_state(torch.load(rng, weights_only=False))
+        _set_rng_state(torch.load(rng, weights_only=True))  # tensors only: never unpickle code
     return json.loads((path / "trainer.json").read_text())
 
 
