@@ -29,15 +29,19 @@ def _small_star(edges, F):
     return neighbours.unionByName(mins.select("u", F.col("m").alias("v"))).distinct()
 
 
-def connected_components(edges, max_iterations: int = 100) -> ComponentsResult:
-    """Components of an undirected graph given as DataFrame(src, dst) of comparable node ids."""
+def connected_components(edges, max_iterations: int = 100, reliable: bool = False) -> ComponentsResult:
+    """Components of an undirected graph given as DataFrame(src, dst) of comparable node ids.
+
+    `reliable` checkpoints to the SparkContext's checkpoint directory (survives a lost executor);
+    otherwise checkpoints stay on the executors.
+    """
     from pyspark.sql import functions as F
 
     current = (edges.where(F.col("src") != F.col("dst"))
                .select(F.greatest("src", "dst").alias("u"), F.least("src", "dst").alias("v")).distinct())
-    current = _checkpoint(current)
+    current = _checkpoint(current, reliable)
     for iteration in range(1, max_iterations + 1):
-        updated = _checkpoint(_small_star(_large_star(current, F), F))
+        updated = _checkpoint(_small_star(_large_star(current, F), F), reliable)
         converged = updated.exceptAll(current).isEmpty() and current.exceptAll(updated).isEmpty()
         current = updated
         if converged:
@@ -47,8 +51,8 @@ def connected_components(edges, max_iterations: int = 100) -> ComponentsResult:
     raise RuntimeError(f"connected components did not converge in {max_iterations} iterations")
 
 
-def _checkpoint(df):
-    """Reliable checkpoint when a checkpoint directory is set, else a local one; both cut lineage."""
-    if df.sparkSession.sparkContext.getCheckpointDir():
+def _checkpoint(df, reliable: bool):
+    """Both kinds cut the lineage, which otherwise grows with every iteration."""
+    if reliable:
         return df.checkpoint(eager=True)
     return df.localCheckpoint(eager=True)

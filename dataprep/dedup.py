@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep import storage
-from dataprep.spark import SparkConfig, partitions_for, quarantine_rows, write_parquet
+from dataprep.spark import SparkConfig, partitions_for, quarantine_rows, read_parquet, write_parquet
 from dataprep.validate import commit_stage
 from jobs.config import ConfigError, to_dict
 from quality.gate import require_validated
@@ -49,6 +49,9 @@ class DedupConfig:
     verify: bool = field(default=True, metadata={"help": "check candidate pairs by exact Jaccard"})
     max_bucket_size: int = field(default=1000, metadata={"help": "bucket members beyond this are not linked"})
     max_iterations: int = field(default=100, metadata={"help": "connected-components iteration limit"})
+    checkpoint_dir: str = field(default="", metadata={
+        "help": "directory Spark's Hadoop filesystems reach, for reliable checkpoints of connected components; "
+                "empty: beside the output when it is local or hdfs://, else local (executor) checkpoints"})
     spark: SparkConfig = field(default_factory=SparkConfig)
 
     def validate(self) -> None:
@@ -124,14 +127,16 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     cfg.validate()
     gate = require_validated(input_uri, allow_unvalidated)
     source = storage.documents_path(input_uri)
-    docs = spark.read.parquet(source)
+    docs = read_parquet(spark, source)
     missing = {"id", cfg.text_column} - set(docs.columns)
     if missing:
         raise ConfigError(f"{source} is not a documents dataset: no column {', '.join(sorted(missing))}")
     if cfg.score_column and cfg.score_column not in docs.columns:
         raise ConfigError(f"score column '{cfg.score_column}' is not in {source} (columns: {', '.join(docs.columns)})")
     staging = storage.staging_dir(out)
-    spark.sparkContext.setCheckpointDir(storage.join(staging, "_checkpoints"))
+    checkpoints = cfg.checkpoint_dir or (storage.join(staging, "_checkpoints") if _hadoop_reaches(staging) else "")
+    if checkpoints:
+        spark.sparkContext.setCheckpointDir(checkpoints)
 
     # Quarantine: rows without id or text, and every repeat of an id (the first by content hash stays).
     # Repeated ids are found on the ids alone; only their rows are ranked, so the text is not shuffled.
@@ -179,7 +184,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
                  .select("src", "dst").persist())
     else:
         edges = candidates
-    components = connected_components(edges, cfg.max_iterations)
+    components = connected_components(edges, cfg.max_iterations, reliable=bool(checkpoints))
 
     # Near duplicates: the representative of a component is the best-ranked member.
     near = components.assignment.join(survivors.select(F.col("id").alias("node"), "score", "priority"), "node")
@@ -220,8 +225,8 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     for name, frame in outputs.items():
         ordered = frame.repartition(num_partitions, "id").sortWithinPartitions("id")
         counts[name] = sum(f["rows"] for f in write_parquet(ordered, storage.join(staging, name)))
-    kinds = {r["kind"]: r["count"] for r in spark.read.parquet(storage.join(staging, "duplicates")).groupBy("kind").count().collect()}
-    reasons = {r["reason"]: r["count"] for r in spark.read.parquet(storage.join(staging, "quarantine")).groupBy("reason").count().collect()}
+    kinds = {r["kind"]: r["count"] for r in read_parquet(spark, storage.join(staging, "duplicates"), ["kind"]).groupBy("kind").count().collect()}
+    reasons = {r["reason"]: r["count"] for r in read_parquet(spark, storage.join(staging, "quarantine"), ["reason"]).groupBy("reason").count().collect()}
     total = flagged.count()
     stats = {
         "candidate_pairs": candidates.count(),
@@ -245,9 +250,15 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
         extra={"source": source, "input_validation": gate, **stats},
     )
     report.seconds = round(time.time() - started, 3)
-    storage.remove_dir(storage.join(staging, "_checkpoints"))
+    if checkpoints:
+        storage.remove_dir(checkpoints if cfg.checkpoint_dir else storage.join(staging, "_checkpoints"))
     commit_stage(spark, staging, out, report, validate)
     return report
+
+
+def _hadoop_reaches(uri: str) -> bool:
+    """Whether Spark's built-in Hadoop filesystems can write `uri` (object stores need extra jars)."""
+    return "://" not in uri or uri.startswith(("hdfs://", "file://"))
 
 
 def _input_bytes(uri: str) -> int:
@@ -272,5 +283,5 @@ def _read_index(spark, uri: str, cfg: DedupConfig):
         raise ConfigError(f"index {uri} was built with other MinHash parameters (index, this run): {differ}; "
                           "its signatures cannot be compared with this run's. Use the index's settings, or rebuild "
                           "the index with this run's (clover dedup ... --write-index INDEX).")
-    return (spark.read.parquet(storage.join(uri, "signatures"))
+    return (read_parquet(spark, storage.join(uri, "signatures"))
             .select(*INDEX_COLUMNS, F.lit(None).cast("double").alias("score"), F.lit(1).alias("priority")))

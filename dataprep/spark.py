@@ -97,6 +97,57 @@ def partitions_for(cfg: SparkConfig, input_bytes: int) -> int:
     return max(1, -(-input_bytes // cfg.bytes_per_partition))
 
 
+def read_parquet(spark, uri: str, columns: list[str] | None = None, file_column: str | None = None):
+    """A Parquet dataset (a file, a directory or a glob) as a DataFrame, read by pyarrow on the executors.
+
+    Spark's own reader needs a Hadoop filesystem for the path's scheme (none knows `s3://` without
+    hadoop-aws); this one reaches whatever `storage.resolve` reaches, with the same credentials as
+    every other read. One row group is one read unit; `file_column` adds each row's file URI.
+    """
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    files = [f.uri for f in storage.expand(uri, (".parquet",))]
+    footers = [(f, storage.parquet_metadata(f)) for f in files]
+    schema = pa.schema([pa.field(f.name, _spark_type(f.type)) for f in footers[0][1].schema.to_arrow_schema()])
+    if columns is not None:
+        missing = set(columns) - set(schema.names)
+        if missing:
+            raise ValueError(f"{uri} has no column {', '.join(sorted(missing))} (columns: {', '.join(schema.names)})")
+        schema = pa.schema([schema.field(c) for c in columns])
+    if file_column:
+        schema = schema.append(pa.field(file_column, pa.string()))
+    units = [(f, g) for f, meta in footers for g in range(meta.num_row_groups)]
+    if not units:
+        return spark.createDataFrame([], from_arrow_schema(schema))
+    wanted = [n for n in schema.names if n != file_column]
+    total = sum(meta.serialized_size + sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+                for _, meta in footers)
+    slices = min(len(units), max(spark.sparkContext.defaultParallelism, -(-total // (128 << 20))))
+
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for file, group in zip(batch.column("uri").to_pylist(), batch.column("row_group").to_pylist()):
+                fs, path = storage.resolve(file)
+                with fs.open_input_file(path) as handle:
+                    table = pq.ParquetFile(handle).read_row_group(group, columns=wanted)
+                if file_column:
+                    table = table.append_column(file_column, pa.array([file] * table.num_rows, pa.string()))
+                yield from table.cast(schema).to_batches()
+
+    units_df = spark.sparkContext.parallelize(units, slices).toDF("uri string, row_group int")
+    return units_df.mapInArrow(read, from_arrow_schema(schema))
+
+
+_WIDER = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(), pa.uint64(): pa.int64()}
+
+
+def _spark_type(arrow_type: pa.DataType) -> pa.DataType:
+    """The Arrow type Spark can hold: unsigned integers (token ids) widen as Spark's Parquet reader widens them."""
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return pa.list_(_spark_type(arrow_type.value_type))
+    return _WIDER.get(arrow_type, arrow_type)
+
+
 def write_parquet(df, uri: str, schema: pa.Schema | None = None, compression: str = "zstd",
                   row_group_rows: int = 16384,
                   convert: Callable[[pa.Table], pa.Table] | None = None) -> list[dict]:

@@ -111,6 +111,15 @@ def size(uri: str) -> int:
     return fs.get_file_info(path).size
 
 
+def parquet_metadata(uri: str):
+    """A Parquet file's footer: schema, row groups and their sizes, read without the data."""
+    import pyarrow.parquet as pq
+
+    fs, path = resolve(uri)
+    with fs.open_input_file(path) as handle:
+        return pq.ParquetFile(handle).metadata
+
+
 def staging_dir(final_uri: str) -> str:
     """A sibling of the final directory where a stage writes before it commits."""
     return f"{final_uri.rstrip('/')}.tmp-{uuid.uuid4().hex[:12]}"

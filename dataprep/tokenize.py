@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep import storage
-from dataprep.spark import SparkConfig, quarantine_rows, ship_file, write_parquet
+from dataprep.spark import SparkConfig, quarantine_rows, read_parquet, ship_file, write_parquet
 from dataprep.tokenizer import load_tokenizer_metadata
 from dataprep.validate import commit_stage
 from jobs.config import ConfigError, to_dict
@@ -136,15 +136,6 @@ def _encode_and_pack(cfg: TokenizeConfig, model_file, special: dict[str, int], d
     return run
 
 
-def _footer(uri: str):
-    """A Parquet file's metadata: row groups, column sizes and row count, read once per file."""
-    import pyarrow.parquet as pq
-
-    fs, path = storage.resolve(uri)
-    with fs.open_input_file(path) as handle:
-        return pq.ParquetFile(handle).metadata
-
-
 def _column_bytes(meta, column: str) -> int:
     """Uncompressed bytes of one column, from a file's footer."""
     index = meta.schema.names.index(column)
@@ -173,13 +164,13 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
     vocab_size, special = tokenizer["vocab_size"], tokenizer["special_ids"]
     model_file = ship_file(spark, storage.join(tokenizer_dir, tokenizer["model"]))
 
-    docs = spark.read.parquet(source)
+    docs = read_parquet(spark, source)
     if {"id", cfg.text_column} - set(docs.columns):
         raise ConfigError(f"{source} is not a documents dataset: it needs columns id and {cfg.text_column}")
     reason = (F.when(F.col("id").isNull(), "missing_id").when(F.col(cfg.text_column).isNull(), "missing_text"))
     flagged = docs.withColumn("_reason", reason).withColumn("_empty", F.length(cfg.text_column) == 0)
     # Read units in a fixed order (file name, row group): the streams do not depend on the cluster.
-    footers = [(f, _footer(f.uri)) for f in storage.expand(source, (".parquet",))]
+    footers = [(f, storage.parquet_metadata(f.uri)) for f in storage.expand(source, (".parquet",))]
     units = [(f.uri, rg) for f, meta in footers for rg in range(meta.num_row_groups)]
     units_df = spark.sparkContext.parallelize(
         [(uri, rg, i) for i, (uri, rg) in enumerate(units)], max(1, len(units))).toDF("uri string, row_group int, stream int")
@@ -206,7 +197,8 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
                             convert=to_token_lists)
     quarantine = quarantine_rows(flagged.drop("_empty"), source)
     write_parquet(quarantine.coalesce(1), storage.join(staging, "quarantine"), QUARANTINE.arrow())
-    per_file = (spark.read.parquet(storage.join(staging, "shards")).groupBy(F.input_file_name().alias("file")).agg(
+    per_file = (read_parquet(spark, storage.join(staging, "shards"), ["num_tokens", "pack_index", "documents"], "file")
+                .groupBy("file").agg(
         F.count("*").alias("rows"), F.sum("num_tokens").alias("stored"),
         F.sum(F.when(F.col("pack_index") > 0, 1).otherwise(0)).alias("overlaps"),
         F.sum("documents").alias("documents")).collect())

@@ -37,7 +37,9 @@ def sample_lines(spark, documents_uri: str, cfg: TokenizerConfig):
     """Lines of a deterministic sample: the documents with the smallest hash of (id, seed)."""
     from pyspark.sql import functions as F
 
-    docs = spark.read.parquet(documents_uri)
+    from dataprep.spark import read_parquet
+
+    docs = read_parquet(spark, documents_uri, ["id", cfg.text_column])
     sample = (docs.where(F.col(cfg.text_column).isNotNull())
               .orderBy(F.xxhash64("id", F.lit(cfg.seed)), "id").limit(cfg.sample_docs)
               .select(cfg.text_column))

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from dataprep import storage
+from dataprep.spark import read_parquet
 from quality import expectations as suites
 from quality.gate import dataset_record
 from quality.signals import SCORE_RANGES, Bounds
@@ -90,7 +91,7 @@ def _curate_frames(spark, root: str, record: dict) -> dict:
     from jobs.config import build_config
 
     cfg = build_config(CurateConfig, record["config"])
-    documents = spark.read.parquet(storage.join(root, "documents"))
+    documents = read_parquet(spark, storage.join(root, "documents"))
     ranges = {name: SCORE_RANGES.get(name, (0.0, 1.0)) for name in cfg.score_columns()}
     total = max(record["input"], 1)
     rates = {reason: count / total for reason, count in record["removed"].items()}
@@ -105,12 +106,12 @@ def _curate_frames(spark, root: str, record: dict) -> dict:
 def _dedup_frames(spark, root: str, record: dict) -> dict:
     from pyspark.sql import functions as F
 
-    documents = spark.read.parquet(storage.join(root, "documents"))
-    duplicates = spark.read.parquet(storage.join(root, "duplicates"))
+    documents = read_parquet(spark, storage.join(root, "documents"))
+    duplicates = read_parquet(spark, storage.join(root, "duplicates"))
     known = documents.select(F.col("id").alias("kept_id"))
     against = record.get("against")
     if against:  # a duplicate of an indexed document points outside this dataset
-        known = known.unionByName(spark.read.parquet(storage.join(against, "signatures")).select(F.col("id").alias("kept_id")))
+        known = known.unionByName(read_parquet(spark, storage.join(against, "signatures"), ["id"]).select(F.col("id").alias("kept_id")))
     found = known.distinct().withColumn("kept_found", F.lit(True))
     checked = duplicates.join(found, "kept_id", "left").withColumn("kept_found", F.coalesce("kept_found", F.lit(False)))
     return {"documents": (documents, suites.dedup_documents_suite()), "duplicates": (checked, suites.duplicates_suite())}
@@ -129,7 +130,7 @@ def _token_frames(spark, root: str, manifest: dict) -> dict:
     from pyspark.sql import functions as F
 
     eos = manifest["tokenizer"]["special_ids"]["eos"]
-    shards = spark.read.parquet(storage.join(root, "shards")).withColumn("_file", F.input_file_name())
+    shards = read_parquet(spark, storage.join(root, "shards"), file_column="_file")
     rows = shards.select(F.size("tokens").alias("row_length"), F.array_max("tokens").alias("max_token"), "num_tokens")
     labels = F.slice("tokens", 2, F.greatest(F.col("num_tokens") - 1, F.lit(1)))
     eos_labels = F.size(F.filter(labels, lambda t: t == eos))
@@ -162,7 +163,7 @@ def _token_frames(spark, root: str, manifest: dict) -> dict:
 def _pairs_frames(spark, root: str, record: dict) -> dict:
     from pyspark.sql import functions as F
 
-    pairs = spark.read.parquet(storage.join(root, "pairs"))
+    pairs = read_parquet(spark, storage.join(root, "pairs"))
     checked = pairs.withColumn("chosen_differs", F.col("chosen") != F.col("rejected"))
     tokenizer = record.get("tokenizer") or {}
     if "prompt_ids" not in pairs.columns:
