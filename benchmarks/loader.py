@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.token_shards import write_token_shards
 from training.data import DataConfig, TokenStream
 from training.gate import GateConfig, GatedStream
 from training.model import PRESETS
 from training.plan import PEAK_FLOPS, flops_per_token
+from training.synthetic import write_token_shards
 
 H100_MFU = 0.45
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from tests.token_shards import write_token_shards
 from training.model import model_config
 from training.plan import GIB, estimate_memory
 from training.pretrain import TrainConfig, train
+from training.synthetic import write_token_shards
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ PREFIX = "step-"
 
 @dataclass
 class CheckpointConfig:
-    every: int = field(default=1000, metadata={"help": "steps between checkpoints (and one at the last step)"})
+    every: int = field(default=1000, metadata={"help": "steps between checkpoints (and one at the last step; 0: none)"})
     keep_last: int = field(default=5, metadata={"help": "newest checkpoints kept"})
     keep_every: int = field(default=10000, metadata={"help": "multiples of this step are kept for good (0: none)"})
 

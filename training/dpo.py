@@ -28,7 +28,7 @@ from training.data import parquet_row_groups
 from training.engine import EngineConfig, RunResult, run
 from training.model import ModelConfig, Transformer
 from training.optim import ScheduleConfig
-from training.parallelize import Distributed
+from training.parallelize import Distributed, to_device
 
 REFERENCE_SCHEMA = pa.schema([("pair_id", pa.string()), ("ref_chosen_logp", pa.float64()),
                               ("ref_rejected_logp", pa.float64())])
@@ -81,9 +81,9 @@ def build_batch(pairs: list[dict]) -> PairBatch:
 
 def sequence_logps(model: Transformer, batch: PairBatch, device: torch.device) -> torch.Tensor:
     """Summed log-probability of each sequence's response tokens (chunked: no full-vocabulary logits)."""
-    tokens = torch.from_numpy(batch.tokens).to(device)
+    tokens = to_device(batch.tokens, device)
     logprobs = model(tokens[:, :-1], tokens[:, 1:])
-    return (logprobs * torch.from_numpy(batch.response_mask).to(device)).sum(-1)
+    return (logprobs * to_device(batch.response_mask, device)).sum(-1)
 
 
 class PairStream:

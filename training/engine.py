@@ -24,7 +24,14 @@ from training.checkpoint import CheckpointConfig
 from training.metrics import MetricsWriter, mfu, peak_memory_gib
 from training.model import ModelConfig, Transformer, model_config
 from training.optim import OptimizerConfig, ScheduleConfig, build_optimizer, lr_at
-from training.parallelize import Distributed, ParallelConfig, all_reduce_sum, build_model, init_distributed
+from training.parallelize import (
+    Distributed,
+    ParallelConfig,
+    all_reduce_sum,
+    build_model,
+    init_distributed,
+    shutdown_distributed,
+)
 
 
 @dataclass
@@ -81,7 +88,7 @@ def run(cfg: EngineConfig, out: str, make_objective: Callable[[Distributed, Mode
         return _run(cfg, Path(out), make_objective, dist_info, init_from, describe or {}, progress)
     finally:
         if owns_group:
-            dist.destroy_process_group()
+            shutdown_distributed()
 
 
 def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distributed, init_from: Path | None,
@@ -117,32 +124,22 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
     try:
         while step < cfg.max_steps:
             started = time.perf_counter()
-            # Each micro-batch is fetched (and gated) after the previous one's backward was launched, so on a
-            # GPU the gate's CPU work overlaps the device's. Gradients are summed, then divided by the global
-            # batch's weight (tokens or pairs); FSDP averages over ranks, hence the factor `world`.
-            info: dict[str, float] = {}
-            sums: dict[str, float] = {}
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            weight, tokens = 0.0, 0
-            for _ in range(cfg.grad_accum):
-                batch, batch_info = objective.next_batch()
-                loss, stats = objective.loss(model, batch)
-                (loss * world).backward()
-                loss_sum += loss.detach().double()
-                weight += objective.weight(batch)
-                tokens += objective.tokens(batch)
-                for target, values in ((info, batch_info), (sums, stats)):
-                    for key, value in values.items():
-                        target[key] = target.get(key, 0.0) + value
-            keys = sorted(sums)
-            reduced = all_reduce_sum([loss_sum.item(), weight, tokens] + [sums[k] for k in keys], device)
-            loss_value, total_weight, total_tokens = reduced[0] / max(reduced[1], 1.0), reduced[1], reduced[2]
-            sums = dict(zip(keys, reduced[3:]))
-            for param in params:
-                if param.grad is not None:
-                    param.grad.div_(max(total_weight, 1.0))
+            accumulated = _accumulate(cfg, objective, model, world, device)
+            # Host values (weights, token counts, objective sums) are reduced over the gloo group, so
+            # nothing here waits for the GPU; the loss and the gradient norm are read in one sync.
+            keys = sorted(accumulated.sums)
+            reduced = all_reduce_sum([accumulated.weight, accumulated.tokens] + [accumulated.sums[k] for k in keys],
+                                     device)
+            total_weight, total_tokens = reduced[0], reduced[1]
+            sums = dict(zip(keys, reduced[2:]))
+            info = accumulated.info
+            loss_sum = accumulated.loss_sum
+            if world > 1:
+                dist.all_reduce(loss_sum)
+            torch._foreach_div_([p.grad for p in params if p.grad is not None], max(total_weight, 1.0))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip, foreach=True)
-            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+            loss_value, grad_norm = torch.stack([loss_sum / max(total_weight, 1.0), grad_norm.double()]).tolist()
             skip = _skip_reason(loss_value, grad_norm, history, cfg.spikes)
             lr = lr_at(step, cfg.schedule)
             if skip is None:
@@ -158,8 +155,6 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
             optimizer.zero_grad(set_to_none=True)
             step += 1
             counters["tokens_seen"] += int(total_tokens)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - started
             last_loss = loss_value
             tokens_per_s = total_tokens / elapsed
@@ -168,6 +163,7 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
                 "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / world,
                 "mfu": mfu(model_cfg, objective_seq_len(objective), tokens_per_s / world, device),
                 "peak_memory_gib": peak_memory_gib(device), "step_seconds": elapsed,
+                "data_seconds": accumulated.data_seconds,
                 "update_skipped": skip, **{k: counters[k] for k in ("skipped_updates", "tokens_seen")},
                 **objective.step_metrics(info, sums, total_weight),
             }
@@ -175,7 +171,7 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
                 metrics.write(record)
                 if progress is not None and dist_info.is_main:
                     progress(record)
-            if step % cfg.checkpoint.every == 0 or step == cfg.max_steps:
+            if cfg.checkpoint.every > 0 and (step % cfg.checkpoint.every == 0 or step == cfg.max_steps):
                 trainer_state = {"step": step, "counters": counters, "objective": objective.state(),
                                  "history": {k: list(v) for k, v in history.items()}}
                 checkpoint.save(ckpt_root, step, model, optimizer, trainer_state, cfg.checkpoint, rank)
@@ -185,6 +181,41 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
         if close:
             close()
     return RunResult(step, last_loss, run_dir / "metrics.jsonl")
+
+
+@dataclass
+class Accumulated:
+    """One optimizer step's micro-batches, summed: the loss stays on the device (no host sync)."""
+    loss_sum: torch.Tensor
+    weight: float = 0.0
+    tokens: int = 0
+    data_seconds: float = 0.0  # time in objective.next_batch (reading and gating), for the overhead metric
+    info: dict[str, float] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=dict)
+
+
+def _accumulate(cfg: EngineConfig, objective: Objective, model: Transformer, world: int,
+                device: torch.device) -> Accumulated:
+    """Forward and backward over cfg.grad_accum micro-batches, gradients summed.
+
+    Each micro-batch is fetched (and gated) after the previous one's backward was launched, so on a GPU
+    the gate's CPU work overlaps the device's. Gradients are divided by the global batch's weight (tokens
+    or pairs) afterwards; FSDP averages over ranks, hence the factor `world`.
+    """
+    acc = Accumulated(torch.zeros((), dtype=torch.float64, device=device))
+    for _ in range(cfg.grad_accum):
+        fetch_started = time.perf_counter()
+        batch, batch_info = objective.next_batch()
+        acc.data_seconds += time.perf_counter() - fetch_started
+        loss, stats = objective.loss(model, batch)
+        (loss * world).backward()
+        acc.loss_sum += loss.detach().double()
+        acc.weight += objective.weight(batch)
+        acc.tokens += objective.tokens(batch)
+        for target, values in ((acc.info, batch_info), (acc.sums, stats)):
+            for key, value in values.items():
+                target[key] = target.get(key, 0.0) + value
+    return acc
 
 
 def objective_seq_len(objective: Objective) -> int:

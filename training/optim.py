@@ -25,6 +25,8 @@ class OptimizerConfig:
     grad_clip: float = field(default=0.5, metadata={"help": "gradient norm clipping threshold"})
     decay_embeddings: bool = field(default=False, metadata={"help": "apply weight decay to the embeddings too"})
     decay_norms_and_biases: bool = field(default=False, metadata={"help": "apply weight decay to norm weights and biases too"})
+    implementation: str = field(default="auto", metadata={
+        "help": "AdamW kernels: auto (fused on CUDA, foreach elsewhere), fused or foreach"})
 
 
 def lr_at(step: int, cfg: ScheduleConfig) -> float:
@@ -53,7 +55,11 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW
     for name, param in model.named_parameters():
         if param.requires_grad:
             groups[decays(name, param, cfg)].append(param)
+    if cfg.implementation not in ("auto", "fused", "foreach"):
+        raise ValueError(f"optimizer.implementation is {cfg.implementation!r}; choose auto, fused or foreach")
+    on_cuda = any(p.is_cuda for p in groups[True] + groups[False])
+    fused = cfg.implementation == "fused" or (cfg.implementation == "auto" and on_cuda)
     return torch.optim.AdamW(
         [{"params": groups[True], "weight_decay": cfg.weight_decay}, {"params": groups[False], "weight_decay": 0.0}],
-        lr=0.0, betas=tuple(cfg.betas), eps=cfg.eps, fused=False, foreach=True,
+        lr=0.0, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused, foreach=not fused,
     )

@@ -12,6 +12,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
@@ -26,8 +27,13 @@ COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 @dataclass
 class ParallelConfig:
     compute_dtype: str = field(default='auto', metadata={"help": "auto (bf16 on GPUs, fp32 on CPU), bf16 or fp32"})
-    activation_checkpointing: bool = field(default=True, metadata={"help": "recompute each block in backward"})
+    activation_checkpointing: bool = field(default=True, metadata={"help": "recompute blocks in backward"})
+    checkpoint_every_n_blocks: int = field(default=1, metadata={
+        "help": "with activation checkpointing, recompute one block in every N (1: all; 2: selective, less "
+                "recompute for more memory)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile each block"})
+    explicit_prefetch: bool = field(default=True, metadata={
+        "help": "FSDP2 gathers the next block's parameters while the current one computes (forward and backward)"})
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+_host_group: dist.ProcessGroup | None = None
+
+
 def init_distributed() -> Distributed:
-    """Join torchrun's process group, or make a one-process group so a plain run takes the same path."""
+    """Join torchrun's process group, or make a one-process group so a plain run takes the same path.
+
+    Beside NCCL, a gloo group carries the small host-side collectives (gate verdicts, token counts), so
+    they never wait for the GPU stream and the next micro-batch is gated while the GPU computes.
+    """
+    global _host_group
     if not dist.is_initialized():
         if "RANK" not in os.environ:
             os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
@@ -58,9 +72,18 @@ def init_distributed() -> Distributed:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if cuda else "gloo")
+    if dist.get_backend() != "gloo" and _host_group is None:
+        _host_group = dist.new_group(backend="gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     return Distributed(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def shutdown_distributed() -> None:
+    """Destroy the process group (and its gloo companion)."""
+    global _host_group
+    _host_group = None
+    dist.destroy_process_group()
 
 
 def compute_dtype(cfg: ParallelConfig, device: torch.device) -> torch.dtype:
@@ -74,13 +97,18 @@ def parallelize(model: Transformer, cfg: ParallelConfig, device: torch.device) -
     dtype = compute_dtype(cfg, device)
     policy = MixedPrecisionPolicy(param_dtype=dtype if dtype != torch.float32 else None, reduce_dtype=torch.float32)
     for index, block in enumerate(model.layers):
-        if cfg.activation_checkpointing:
+        if cfg.activation_checkpointing and index % max(cfg.checkpoint_every_n_blocks, 1) == 0:
             block = checkpoint_wrapper(block, preserve_rng_state=False)
         if cfg.compile:
             block.compile()
         fully_shard(block, mp_policy=policy, reshard_after_forward=index < len(model.layers) - 1)
         model.layers[index] = block
     fully_shard(model, mp_policy=policy)
+    if cfg.explicit_prefetch:
+        blocks = list(model.layers)
+        for before, after in zip(blocks, blocks[1:]):
+            before.set_modules_to_forward_prefetch([after])
+            after.set_modules_to_backward_prefetch([before])
     return model
 
 
@@ -103,15 +131,29 @@ def _assign_full(param: torch.Tensor, full: torch.Tensor) -> None:
     param.copy_(full)
 
 
+def _host_tensor(values: list[float], device: torch.device) -> tuple[torch.Tensor, dist.ProcessGroup | None]:
+    """Host values as a tensor for a collective: on the CPU over the gloo group when there is one."""
+    on = torch.device("cpu") if _host_group is not None else device
+    return torch.tensor(values, dtype=torch.float64, device=on), _host_group
+
+
 def all_gather_floats(values: list[float], device: torch.device) -> list[list[float]]:
     """Every rank's list of floats (same length on all ranks)."""
-    local = torch.tensor(values, dtype=torch.float64, device=device)
+    local, group = _host_tensor(values, device)
     gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, local)
+    dist.all_gather(gathered, local, group=group)
     return [t.tolist() for t in gathered]
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
+    tensor, group = _host_tensor(values, device)
+    dist.all_reduce(tensor, group=group)
     return tensor.tolist()
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on the device: through pinned memory and an asynchronous copy on CUDA."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
