@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import posixpath
 import uuid
 from dataclasses import dataclass
@@ -109,6 +110,16 @@ def documents_path(uri: str) -> str:
 def size(uri: str) -> int:
     fs, path = resolve(uri)
     return fs.get_file_info(path).size
+
+
+def file_sha256(uri: str) -> str:
+    """sha256 of a file's bytes, streamed in 4 MB chunks (shards are large)."""
+    fs, path = resolve(uri)
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def parquet_metadata(uri: str):

@@ -3,7 +3,6 @@ the result in the dataset's report.json or manifest.json (which the gate reads).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from dataprep import storage
 from dataprep.spark import read_parquet
 from quality import expectations as suites
-from quality.gate import dataset_record
+from quality.gate import dataset_record, member_uri
 from quality.signals import SCORE_RANGES, Bounds
 
 # Removal-rate bounds when the stage config sets none: any one reason removing over half the input is a bug.
@@ -117,15 +116,6 @@ def _dedup_frames(spark, root: str, record: dict) -> dict:
     return {"documents": (documents, suites.dedup_documents_suite()), "duplicates": (checked, suites.duplicates_suite())}
 
 
-def _file_sha256(uri: str) -> str:
-    fs, path = storage.resolve(uri)
-    digest = hashlib.sha256()
-    with fs.open_input_stream(path) as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _token_frames(spark, root: str, manifest: dict) -> dict:
     from pyspark.sql import functions as F
 
@@ -139,8 +129,9 @@ def _token_frames(spark, root: str, manifest: dict) -> dict:
     on_disk = {os.path.basename(r["_file"]): r for r in shards.groupBy("_file").agg(
         F.count("*").alias("rows"), F.sum("num_tokens").alias("tokens")).collect()}
     entries = manifest["shards"]
-    hashes = (spark.sparkContext.parallelize([storage.join(root, e["file"]) for e in entries], max(1, len(entries)))
-              .map(lambda uri: (uri, _file_sha256(uri) if storage.exists(uri) else "")).collect())
+    uris = [member_uri(root, e["file"], storage.join(root, "manifest.json")) for e in entries]
+    hashes = (spark.sparkContext.parallelize(uris, max(1, len(entries)))
+              .map(lambda uri: (uri, storage.file_sha256(uri) if storage.exists(uri) else "")).collect())
     sha = {os.path.basename(uri): digest for uri, digest in hashes}
     table = []
     for entry in entries:

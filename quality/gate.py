@@ -17,6 +17,28 @@ class UnvalidatedDataset(RuntimeError):
     """The input's validation failed or never ran, and --allow-unvalidated was not given."""
 
 
+class UnsafeManifestPath(ValueError):
+    """A manifest names a file outside its dataset directory (absolute, a URL, or through `..`)."""
+
+
+def member_uri(root: str, name: str, record_uri: str) -> str:
+    """URI of a file a manifest lists, refusing any name that would escape the dataset directory `root`."""
+    why = None
+    if not isinstance(name, str) or not name.strip():
+        why = "is empty"
+    elif "://" in name or name.startswith(("/", "\\")) or name[:2][1:] == ":" and name[0].isalpha():
+        why = "is absolute"
+    elif ".." in name.replace("\\", "/").split("/"):
+        why = "goes up with '..'"
+    elif "\x00" in name:
+        why = "holds a NUL byte"
+    if why:
+        raise UnsafeManifestPath(f"{record_uri}: file {name!r} {why}; a manifest may only name files inside its "
+                                 f"dataset directory {root}, relative to it (e.g. 'shards/part-00000.parquet'). "
+                                 "Write the dataset again with the Clover stage that made it.")
+    return storage.join(root, name)
+
+
 def dataset_record(path: str) -> tuple[str, dict] | None:
     """(uri, parsed JSON) of the report or manifest describing `path` (or its parent, for documents/)."""
     for root in (path.rstrip("/"), posixpath.dirname(path.rstrip("/"))):

@@ -17,12 +17,16 @@ import posixpath
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from threading import Lock
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataprep import storage
-from quality.gate import require_validated
+from quality.gate import member_uri, require_validated
+
+_REBUILD = "restore it from its source, or run `clover tokenize` again (then `clover validate`)"
 
 
 @dataclass
@@ -31,6 +35,12 @@ class DataConfig:
     stripe_row_groups: int = field(default=64, metadata={"help": "row groups interleaved round-robin"})
     workers: int = field(default=2, metadata={"help": "reader threads per rank"})
     allow_unvalidated: bool = field(default=False, metadata={"help": "train on shards whose validation failed or is missing"})
+    verify_shards: bool = field(default=True, metadata={
+        "help": "check each shard's sha256 against the manifest when the loader first opens it (one extra read)"})
+
+
+class CorruptShard(RuntimeError):
+    """A shard's bytes differ from what the manifest recorded, or it cannot be parsed: never train on it."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,7 @@ class TokenStream:
         if self.manifest.get("kind") != "tokens":
             raise ValueError(f"{manifest_uri}: kind is {self.manifest.get('kind')!r}, expected 'tokens'")
         self.manifest_sha256 = hashlib.sha256(text.encode()).hexdigest()
-        self.root, self.micro, self.cfg = root, micro_batch, cfg
+        self.root, self.manifest_uri, self.micro, self.cfg = root, manifest_uri, micro_batch, cfg
         self.columns = ["tokens", "num_tokens"] + (["doc_starts"] if doc_starts else [])
         self.seq_len = int(self.manifest["seq_len"])
         self.row_groups = self._list_row_groups()  # (file, row group, rows), in manifest order
@@ -79,14 +89,20 @@ class TokenStream:
         self.per_epoch = self.sequences // micro_batch
         self._epoch_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self._tables: OrderedDict[int, Future] = OrderedDict()
+        self._checked: dict[str, Lock] = {uri: Lock() for uri, _, _ in self.row_groups}  # absent once verified
+        self._expected = {member_uri(root, s["file"], manifest_uri): s.get("sha256") for s in self.manifest["shards"]}
         self._pool = ThreadPoolExecutor(max_workers=max(cfg.workers, 1), thread_name_prefix="clover-loader")
 
     def _list_row_groups(self) -> list[tuple[str, int, int]]:
         row_groups, self.group_shard = [], []
         for shard in self.manifest["shards"]:
-            found = parquet_row_groups([storage.join(self.root, shard["file"])])
+            uri = member_uri(self.root, shard["file"], self.manifest_uri)
+            try:
+                found = parquet_row_groups([uri])
+            except (OSError, pa.ArrowException) as err:
+                raise CorruptShard(f"{uri}: not a readable Parquet shard ({err}); {_REBUILD}") from err
             if sum(rows for *_, rows in found) != shard["rows"]:
-                raise ValueError(f"{shard['file']}: {sum(r for *_, r in found)} rows, the manifest says {shard['rows']}")
+                raise CorruptShard(f"{uri}: {sum(r for *_, r in found)} rows, the manifest says {shard['rows']}; {_REBUILD}")
             row_groups += found
             self.group_shard += [shard["file"]] * len(found)
         return row_groups
@@ -122,11 +138,33 @@ class TokenStream:
     def _table(self, group: int) -> Future:
         if group not in self._tables:
             uri, row_group, _ = self.row_groups[group]
-            self._tables[group] = self._pool.submit(_read_row_group, uri, row_group, self.columns)
+            self._tables[group] = self._pool.submit(self._read, uri, row_group)
             while len(self._tables) > 2 * self.cfg.stripe_row_groups:
                 self._tables.popitem(last=False)
         self._tables.move_to_end(group)
         return self._tables[group]
+
+    def _read(self, uri: str, row_group: int) -> tuple[np.ndarray, np.ndarray, list | None]:
+        """A row group, after its shard's first opening checked the shard against the manifest."""
+        lock = self._checked.get(uri)
+        if lock is not None:
+            with lock:  # one reader hashes the shard; the others wait for its verdict
+                if uri in self._checked:
+                    self._verify(uri)
+                    self._checked.pop(uri, None)
+        try:
+            return _read_row_group(uri, row_group, self.columns)
+        except (OSError, pa.ArrowException) as err:
+            raise CorruptShard(f"{uri}: row group {row_group} cannot be read ({err}); {_REBUILD}") from err
+
+    def _verify(self, uri: str) -> None:
+        expected = self._expected.get(uri)
+        if not self.cfg.verify_shards or not expected:  # manifests before per-shard sha256 stay readable
+            return
+        actual = storage.file_sha256(uri)
+        if actual != expected:
+            raise CorruptShard(f"{uri}: sha256 {actual[:16]}... differs from the manifest's {expected[:16]}...: the "
+                               f"shard changed after `clover tokenize` wrote it; {_REBUILD}")
 
     def prefetch(self, indices: list[int]) -> None:
         """Start reading the row groups that these micro-batches need."""

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from quality.repetition import repeated_ngram_fraction
-from training.data import MicroBatch, TokenStream
+from training.data import CorruptShard, MicroBatch, TokenStream
 
 
 @dataclass
@@ -85,11 +85,15 @@ class GatedStream:
         rejected: list[Rejection] = []
         base, candidate = self.cursor, None
         while len(accepted) < self.world:
-            candidate = self.stream.micro_batch(base + self.rank)
+            candidate, failure = self._read(base + self.rank)
             started = time.perf_counter()
-            fraction = batch_fraction(candidate, self.cfg.ngram)
+            fraction = -1.0 if failure else batch_fraction(candidate, self.cfg.ngram)
             self.gate_seconds += time.perf_counter() - started
-            for offset, (value,) in enumerate(self.gather([fraction])):
+            gathered = self.gather([fraction])
+            if failure or any(value < 0 for (value,) in gathered):  # every rank stops, not only the reader
+                raise failure or CorruptShard(f"rank {[v for (v,) in gathered].index(-1.0)} found a corrupt shard "
+                                              "and stopped; its error names the shard")
+            for offset, (value,) in enumerate(gathered):
                 index = base + offset
                 if value > self.cfg.max_fraction:
                     rejected.append(Rejection(index, index // self.stream.per_epoch, value, self.stream.shards_of(index)))
@@ -103,6 +107,12 @@ class GatedStream:
         mine = accepted[self.rank]
         batch = candidate if candidate.index == mine else self.stream.micro_batch(mine)
         return batch, [r for r in rejected if r.index < last]
+
+    def _read(self, index: int) -> tuple[MicroBatch | None, CorruptShard | None]:
+        try:
+            return self.stream.micro_batch(index), None
+        except CorruptShard as err:
+            return None, err
 
     def _record(self, index: int, rejection: Rejection | None) -> None:
         """Count a verdict once (candidates are re-gated after a window) and stop at the limits."""
