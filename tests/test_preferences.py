@@ -3,12 +3,16 @@ resumption after an interrupted judge, unparseable verdicts recorded, and a huma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,15 @@ from schemas.chat import prompt_ids, response_ids, template_ids
 from tests.token_shards import docstring_tokenizer
 from training.candidates import SamplingConfig, sample_candidates
 from training.export import export
-from training.judge import JudgeConfig, judge_candidates, load_judgments, parse_verdict
+from training.generate import ChatTokenizer
+from training.judge import (
+    DEFAULT_TEMPLATE,
+    JudgeConfig,
+    judge_candidates,
+    load_judgments,
+    parse_verdict,
+    render,
+)
 from training.pretrain import TrainConfig, train
 from training.review import ReviewConfig, export_sheet, import_decisions, judge_says, read_sheet, write_sheet
 
@@ -78,14 +90,15 @@ def candidates(model):
     return out, first, cfg
 
 
-@pytest.fixture(scope="module")
-def server(model):
+@contextlib.contextmanager
+def serving(export: Path, *flags: str, env: dict | None = None):
+    """`clover serve` as a real subprocess on 127.0.0.1 (the default bind): its base URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", str(model / "export"), "--port", str(port)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", str(export), "--port", str(port), *flags],
+                               env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -93,9 +106,17 @@ def server(model):
             break
         except OSError:
             time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    with serving(model / "export") as url:
+        yield url
 
 
 def test_candidates_are_reproducible_resumable_and_accounted(candidates, model):
@@ -245,3 +266,120 @@ def test_http_judge_retries_with_backoff_and_records_failures(tmp_path):
             HTTPJudge(url + "/slow", JudgeConfig(retries=1, backoff=0.01, timeout=0.2)).ask("which?")
     finally:
         server.shutdown()
+
+
+def test_judge_template_is_filled_in_one_pass():
+    """A prompt or answer holding a field name stays literal: no answer pulls in the other (the old chained replace did)."""
+    template = DEFAULT_TEMPLATE.read_text()
+    prompt, answer_a, answer_b = "Repeat {answer_a} please", "I say {answer_b} and {prompt}", "B: {answer_a} \\1 \\g<0>"
+    text = render(template, prompt, answer_a, answer_b)
+    assert text == template.replace("{prompt}", "\0").replace("{answer_a}", "\1").replace("{answer_b}", "\2") \
+        .replace("\0", prompt).replace("\1", answer_a).replace("\2", answer_b)
+    assert text.count("I say {answer_b} and {prompt}") == 1 and text.count("B: {answer_a} \\1 \\g<0>") == 1
+    assert "B: {answer_a}" not in text.split("[Answer B]")[0]
+
+
+def post(url: str, route: str, body: dict, key: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(url + route, json.dumps(body).encode(), headers, method="POST")
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+def test_completions_are_seeded_and_concurrent_requests_batch(model, server):
+    chat = ChatTokenizer.load(str(model / "export"))
+    context = chat.context([{"role": "user", "content": "Explain what a list is."}])
+
+    def texts(seed: int, **extra) -> list[tuple[str, str]]:
+        body = {"prompt": context, "n": 3, "temperature": 1.0, "seed": seed, "max_tokens": 8, **extra}
+        return [(c["text"], c["finish_reason"]) for c in post(server, "/v1/completions", body)["choices"]]
+
+    first = texts(7)
+    assert len(first) == 3 and all(finish in ("stop", "length") for _, finish in first) and first == texts(7)
+    alone = [texts(seed) for seed in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(texts, range(8)))
+    assert together == alone and len({tuple(t) for t in alone}) > 1
+    stats = json.loads(urllib.request.urlopen(server + "/stats", timeout=10).read())
+    assert stats["largest_batch"] >= 2 and stats["requests"] >= 17
+    greedy = post(server, "/v1/completions", {"prompt": ["def add", context], "n": 2, "temperature": 0, "max_tokens": 6})
+    assert [c["index"] for c in greedy["choices"]] == [0, 1, 2, 3] and greedy["object"] == "text_completion"
+    assert greedy["choices"][2]["text"] == greedy["choices"][3]["text"]
+    short = texts(7, max_tokens=3)  # a shorter max_tokens, cut from a batch decoded at the longest
+    assert all(finish == "stop" or len(chat.processor.encode(text)) <= 3 for text, finish in short)
+
+
+def raw_status(port: int, data: bytes) -> int | None:
+    """The status the server answers to raw bytes, None when it closes without an answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split()[1]) if answer else None
+
+
+def test_serve_refuses_hostile_requests(model):
+    flags = ("--read-timeout", "1", "--max-connections", "3", "--max-body-bytes", "4096")
+    with serving(model / "export", *flags, env={"CLOVER_API_KEY": "s3cret"}) as url:
+        port = int(url.rsplit(":", 1)[1])
+        head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+        assert raw_status(port, head + b"\r\n") == 400  # no Content-Length
+        assert raw_status(port, head + b"Content-Length: -5\r\n\r\n") == 400
+        assert raw_status(port, head + b"Content-Length: 12abc\r\n\r\n") == 400
+        assert raw_status(port, head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n") == 400
+        assert raw_status(port, head + b"Content-Length: 1000000000\r\n\r\n") == 413
+        assert raw_status(port, head + b"Content-Length: 5\r\n\r\n[1,2]") == 400
+        assert raw_status(port, head + b"Content-Length: 6\r\n\r\n{\"a\": ") == 400
+        started = time.time()
+        assert raw_status(port, head + b"Content-Length: 100\r\n\r\n{\"prompt\"") == 408  # body never finishes
+        assert raw_status(port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n") is None  # headers never finish
+        assert time.time() - started < 8
+        for body in ({"prompt": [1, 2], "n": 0}, {"prompt": [1, 2], "temperature": -1}, {"prompt": [10**9]},
+                     {"prompt": [5] * 1100}, {"prompt": []}, {"prompt": "x", "max_tokens": "many"}):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                post(url, "/v1/completions", body, key="s3cret")
+            assert refused.value.code == 400, body
+        for key in (None, "wrong"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                post(url, "/v1/completions", {"prompt": "def"}, key=key)
+            assert refused.value.code == 401
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "/v1/models", timeout=10)
+        assert refused.value.code == 401
+        assert post(url, "/v1/completions", {"prompt": "def", "max_tokens": 2}, key="s3cret")["choices"]
+        time.sleep(0.3)
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # hold every connection slot
+        try:
+            time.sleep(0.2)
+            assert raw_status(port, head + b"Content-Length: 2\r\n\r\n{}") == 503
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(1.5)
+        assert post(url, "/v1/completions", {"prompt": "def", "max_tokens": 2}, key="s3cret")["choices"]
+
+
+def test_candidates_from_a_url_match_local_decoding(candidates, model, server, tmp_path):
+    from jobs.cli import main
+
+    local_out, local_report, _ = candidates
+    prompts, export = str(model / "prompts.jsonl"), str(model / "export")
+    out = tmp_path / "from-url"
+    flags = ["--temperatures", "0.3,1.0", "--per-temperature", "2", "--max-new-tokens", "24", "--set", "prompts_per_part=3"]
+    # a dead endpoint: every request fails after its retries, nothing is written, the prompts stay pending
+    assert main(["sample-candidates", prompts, "--model", "http://127.0.0.1:9", "--tokenizer", export, "--out", str(out),
+                 "--model-name", "clover", "--retries", "1", "--set", "backoff=0.01", *flags]) == 0
+    failed = json.loads((out / "report.json").read_text())
+    assert failed["output"] == 0 and failed["request_failed"] == 10 * 2 and failed["prompts_done"] == 0
+    assert main(["sample-candidates", prompts, "--model", server, "--tokenizer", export, "--out", str(out), *flags]) == 0
+
+    def outcome(root: Path) -> list[tuple]:
+        rows = [r for name in ("candidates", "dropped") for r in pq.read_table(root / f"{name}.parquet").to_pylist()]
+        return sorted((r["candidate_id"], r["text"], r["finish_reason"]) for r in rows)
+
+    assert outcome(out) == outcome(local_out) and len(outcome(out)) == 10 * 2 * 2
+    report = json.loads((out / "report.json").read_text())
+    assert report["quarantined"] == local_report.quarantined and report["request_failed"] == 0
+    settings = json.loads(pq.read_table(out / "candidates.parquet").to_pylist()[0]["settings"])
+    assert settings["model"] == server and settings["served_model"] == export

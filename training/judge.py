@@ -17,8 +17,6 @@ import os
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,11 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import StageReport
+from training.client import Endpoint, RequestFailed
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "judge-pairwise.txt"
 VERDICT = re.compile(r"\[\[\s*(A|B|tie)\s*\]\]", re.IGNORECASE)
 CHOICES = ["[[A]]", "[[B]]", "[[tie]]"]
-RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
+FIELDS = re.compile(r"\{(prompt|answer_a|answer_b)\}")
 
 
 @dataclass
@@ -50,10 +49,6 @@ class JudgeConfig:
     max_pairs_per_prompt: int = field(default=15, metadata={"help": "candidate pairs judged per prompt"})
 
 
-class RequestFailed(RuntimeError):
-    """The judge could not be reached (after retries) or refused the request."""
-
-
 def parse_verdict(answer: str) -> tuple[str | None, str | None]:
     """("A" | "B" | "tie", None), or (None, why it is unparseable)."""
     found = {m.upper() if m.lower() != "tie" else "tie" for m in VERDICT.findall(answer or "")}
@@ -65,16 +60,18 @@ def parse_verdict(answer: str) -> tuple[str | None, str | None]:
 
 
 def render(template: str, prompt: str, answer_a: str, answer_b: str) -> str:
-    return template.replace("{prompt}", prompt).replace("{answer_a}", answer_a).replace("{answer_b}", answer_b)
+    """The template with its fields filled in one pass: inserted text is never scanned again, so an answer
+    containing "{answer_b}" stays literal instead of pulling in the other answer."""
+    values = {"prompt": prompt, "answer_a": answer_a, "answer_b": answer_b}
+    return FIELDS.sub(lambda match: values[match.group(1)], template)
 
 
 class HTTPJudge:
     """An OpenAI-compatible chat-completions endpoint."""
 
     def __init__(self, url: str, cfg: JudgeConfig):
-        self.url = url if url.rstrip("/").endswith("/chat/completions") else url.rstrip("/") + "/v1/chat/completions"
+        self.endpoint = Endpoint(url, "chat/completions", cfg.timeout, cfg.retries, cfg.backoff, cfg.api_key_env)
         self.cfg, self.name = cfg, cfg.model or url
-        self.key = os.environ.get(cfg.api_key_env, "")
 
     def ask(self, content: str) -> tuple[str, int]:
         """The answer text and the number of attempts it took."""
@@ -82,25 +79,11 @@ class HTTPJudge:
                 "temperature": 0.0, "max_tokens": self.cfg.max_tokens}
         if self.cfg.guided:
             body["guided_choice"] = CHOICES
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        for attempt in range(1, self.cfg.retries + 2):
-            request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.cfg.timeout) as response:
-                    answer = json.loads(response.read())
-                return answer["choices"][0]["message"]["content"] or "", attempt
-            except urllib.error.HTTPError as err:
-                if err.code not in RETRYABLE or attempt > self.cfg.retries:
-                    raise RequestFailed(f"HTTP {err.code}: {err.read()[:300]!r}") from err
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                if attempt > self.cfg.retries:
-                    raise RequestFailed(f"{type(err).__name__}: {err}") from err
-            except (KeyError, IndexError, ValueError) as err:
-                raise RequestFailed(f"malformed response: {err}") from err
-            time.sleep(self.cfg.backoff * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+        answer, attempts = self.endpoint.post(body)
+        try:
+            return answer["choices"][0]["message"]["content"] or "", attempts
+        except (KeyError, IndexError, TypeError) as err:
+            raise RequestFailed(f"malformed response: {err!r}") from err
 
 
 class LocalJudge:

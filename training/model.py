@@ -98,6 +98,11 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
 
+# A layer's key/value cache for generation: keys and values (batch, n_kv_heads, capacity, head_dim), preallocated,
+# and the position where this call's keys go. It holds the n_kv_heads, not n_heads (GQA).
+KVSlot = tuple[torch.Tensor, torch.Tensor, int]
+
+
 def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
     """(batch, 1, seq, seq): causal, and only within the same document (doc_ids: document index per position)."""
     seq = doc_ids.shape[1]
@@ -114,12 +119,17 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None,
+                kv: KVSlot | None = None) -> torch.Tensor:
         batch, seq, _ = x.shape
         q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv is not None:  # generation: store the new keys/values, attend over everything stored so far
+            keys, values, start = kv
+            keys[:, :, start:start + seq], values[:, :, start:start + seq] = k, v
+            k, v = keys[:, :, :start + seq], values[:, :, :start + seq]
         out = causal_attention(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
 
@@ -145,8 +155,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None,
+                kv: KVSlot | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -194,6 +205,20 @@ class Transformer(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
         return self.norm(x)
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+               cache: list[KVSlot] | None = None) -> torch.Tensor:
+        """Next-token logits (batch, vocab) after `tokens` (batch, seq), for generation.
+
+        Each row has its own RoPE `positions` (batch, seq) and `mask` (batch, 1, seq, keys), True where
+        attention is allowed, so left-padded prompts of different lengths decode together. With a
+        cache (one slot per layer), `tokens` are only the new ones and the keys are those stored plus these.
+        """
+        cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
+        x = self.embed_tokens(tokens)
+        for index, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, cache[index] if cache is not None else None)
+        return self.lm_head(self.norm(x[:, -1]))
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None,
                 doc_ids: torch.Tensor | None = None) -> torch.Tensor:
