@@ -170,26 +170,105 @@ def _pairs_frames(spark, root: str, record: dict) -> dict:
     return {"preference_pairs": (checked, suite)}
 
 
+def _foreign_frames(spark, root: str, record: dict) -> dict:
+    """A documents or pairs dataset Clover did not write: the columns every later stage relies on."""
+    frame = read_parquet(spark, root)
+    if record["kind"] == "documents":
+        return {"documents": (frame, suites.documents_suite({}, {}))}
+    checked = frame.withColumn("chosen_differs", frame["chosen"] != frame["rejected"])
+    return {"preference_pairs": (checked, suites.preference_pairs_suite())}
+
+
 FRAMES = {"curate": _curate_frames, "dedup": _dedup_frames, "tokens": _token_frames, "prep-pairs": _pairs_frames,
-          "review": _pairs_frames}
+          "review": _pairs_frames, "foreign-documents": _foreign_frames, "foreign-pairs": _foreign_frames}
 
 
-def validate_dataset(spark, path: str, docs_dir: str | None = None) -> Validation:
-    """Validate the dataset at `path`, write Data Docs, and record the result in its report or manifest."""
+# `--kind` for datasets Clover did not write: which Clover kinds each covers, the columns it needs.
+KINDS = {"documents": ("curate", "dedup"), "pairs": ("prep-pairs", "review"), "tokens": ("tokens",)}
+REQUIRED_COLUMNS = {"documents": ("id", "text"), "pairs": ("pair_id", "prompt", "chosen", "rejected")}
+FOREIGN_RECORD = "validation.json"
+
+
+@dataclass
+class Target:
+    """What `clover validate` will check, found without Spark: the dataset, its record and its suite kind."""
+    path: str
+    root: str
+    record_uri: str
+    record: dict
+    kind: str
+
+
+def check_dataset(path: str, kind: str | None = None) -> Target:
+    """Every check that needs no Spark, before Spark starts; raises with a command that works."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
     found = dataset_record(path)
+    if found is not None and found[0].endswith(f"/{FOREIGN_RECORD}"):
+        kind = kind or found[1].get("kind")
+        found = None  # validated before with --kind: check it again the same way
     if found is None:
-        raise FileNotFoundError(f"{path} is not a Clover dataset: no report.json or manifest.json")
+        return _foreign_target(path, kind)
     record_uri, record = found
     root = record_uri.rsplit("/", 1)[0]
-    kind = record.get("kind") if record_uri.endswith("manifest.json") else record.get("stage")
-    if kind not in FRAMES:
-        raise ValueError(f"{record_uri}: no validation suite for datasets of kind {kind!r}")
+    inferred = record.get("kind") if record_uri.endswith("manifest.json") else record.get("stage")
+    if inferred not in FRAMES:
+        raise ValueError(f"{record_uri}: no validation suite for datasets of kind {inferred!r}")
+    if kind is not None and inferred not in KINDS[kind]:
+        raise ValueError(f"{path} is a Clover {inferred} dataset, not {kind}: run `clover validate {path}` "
+                         "(the kind is read from its record)")
+    if inferred == "tokens":
+        for entry in record["shards"]:
+            uri = member_uri(root, entry["file"], record_uri)
+            if not storage.exists(uri):
+                raise FileNotFoundError(f"{record_uri}: shard {entry['file']} is missing; run `clover tokenize` again")
+    return Target(path, root, record_uri, record, inferred)
+
+
+def _foreign_target(path: str, kind: str | None) -> Target:
+    """A dataset Clover did not write: Parquet files whose footers parse and hold the kind's columns."""
+    root = path.rstrip("/")
+    if not storage.exists(root):
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if kind is None:
+        raise FileNotFoundError(f"{path} was not written by Clover (no report.json or manifest.json), so its kind "
+                                f"is unknown: run `clover validate {path} --kind documents` (or --kind pairs)")
+    if kind == "tokens":
+        raise ValueError(f"{path}: token shards are read through the manifest.json that `clover tokenize` writes; "
+                         "tokenize the documents with `clover tokenize` instead")
+    fs, local = storage.resolve(root)
+    files = [] if fs.get_file_info(local).is_file else storage.expand(root, (".parquet",))
+    if not files:
+        raise ValueError(f"{path}: expected a directory of Parquet files; for JSONL or text run "
+                         f"`clover curate {path} --out DIR` (it writes a validated documents dataset), or put "
+                         f"the Parquet files in a directory and run `clover validate DIR --kind {kind}`")
+    for item in files:
+        try:
+            names = storage.parquet_metadata(item.uri).schema.names
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{item.uri}: not a readable Parquet file ({err}); remove or replace it, then run "
+                             f"`clover validate {path} --kind {kind}` again") from err
+        missing = [c for c in REQUIRED_COLUMNS[kind] if c not in names]
+        if missing:
+            raise ValueError(f"{item.uri}: a {kind} dataset needs columns {', '.join(REQUIRED_COLUMNS[kind])}; "
+                             f"missing {', '.join(missing)} (has {', '.join(names)})")
+    record = {"kind": kind, "written_by": "clover validate --kind",
+              "files": {item.uri[len(root) + 1:]: item.size for item in files}}
+    return Target(path, root, storage.join(root, FOREIGN_RECORD), record, f"foreign-{kind}")
+
+
+def validate_dataset(spark, path: str, docs_dir: str | None = None, kind: str | None = None,
+                     target: Target | None = None) -> Validation:
+    """Validate the dataset at `path`, write Data Docs, and record the result in its report or manifest
+    (or, for a dataset Clover did not write, in validation.json beside it, which the gate reads too)."""
+    target = target or check_dataset(path, kind)
+    root, record = target.root, target.record
     docs_dir = docs_dir or storage.join(root, "data_docs")
-    result = run_suites(FRAMES[kind](spark, root, record), docs_dir, kind)
+    result = run_suites(FRAMES[target.kind](spark, root, record), docs_dir, target.kind)
     record["validation"] = result.record()
     if docs_dir == storage.join(root, "data_docs"):  # beside the dataset: relative, so it survives the commit
         record["validation"]["data_docs"] = "data_docs/index.html"
-    storage.write_text(record_uri, json.dumps(record, indent=2, default=str) + "\n")
+    storage.write_text(target.record_uri, json.dumps(record, indent=2, default=str) + "\n")
     return result
 
 

@@ -1,4 +1,5 @@
-"""`clover validate PATH`: run the Great Expectations suite of any Clover dataset; exit 0 on pass, 1 on fail."""
+"""`clover validate PATH [--kind documents|pairs|tokens]`: run the Great Expectations suite of a dataset;
+exit 0 on pass, 1 on fail, 2 when it cannot be validated (checked before Spark starts)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,25 @@ import argparse
 import sys
 
 from dataprep.spark import SparkConfig, spark_session
-from dataprep.validate import validate_dataset
+from dataprep.validate import KINDS, check_dataset, validate_dataset
 
 
 def main(argv: list[str] | None = None, prog: str = "clover validate") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=(
-        "Validate a curate, dedup, tokens or preference-pairs dataset; record the result in its report.json "
-        "or manifest.json and publish Data Docs."))
+        "Validate a curate, dedup, tokens or preference-pairs dataset, or with --kind any Parquet documents or "
+        "pairs directory; record the result beside it and publish Data Docs."))
     parser.add_argument("path", metavar="PATH", help="the dataset directory")
+    parser.add_argument("--kind", choices=sorted(KINDS), help="what a dataset Clover did not write holds (the kind "
+                        "of a Clover dataset is read from its report.json or manifest.json); the result goes to "
+                        "PATH/validation.json, which the next stage's gate reads")
     parser.add_argument("--docs-dir", help="where to write the Data Docs site (default: PATH/data_docs)")
     parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
     args = parser.parse_args(argv)
     try:
+        target = check_dataset(args.path, args.kind)  # every check that needs no Spark, before it starts
         spark = spark_session(SparkConfig(master=args.master or ""), "clover-validate")
-        result = validate_dataset(spark, args.path, args.docs_dir)
-    except (FileNotFoundError, ValueError) as err:
+        result = validate_dataset(spark, args.path, args.docs_dir, target=target)
+    except (FileNotFoundError, ValueError) as err:  # UnsafeManifestPath is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(result.table())

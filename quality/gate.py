@@ -10,7 +10,7 @@ import posixpath
 
 from dataprep import storage
 
-RECORD_FILES = ("manifest.json", "report.json")
+RECORD_FILES = ("manifest.json", "report.json", "validation.json")  # validation.json: `clover validate --kind`
 
 
 class UnvalidatedDataset(RuntimeError):
@@ -49,8 +49,10 @@ def dataset_record(path: str) -> tuple[str, dict] | None:
     return None
 
 
-def require_validated(path: str, allow_unvalidated: bool = False) -> dict:
-    """What the gate saw, for the output's manifest or report; raises unless validation passed."""
+def require_validated(path: str, allow_unvalidated: bool = False, kind: str = "documents") -> dict:
+    """What the gate saw, for the output's manifest or report; raises unless validation passed.
+
+    `kind` (documents, pairs) only shapes the suggested `clover validate` command."""
     record = dataset_record(path)
     validation = (record[1].get("validation") if record else None) or None
     status = {"input": path, "record": record[0] if record else None,
@@ -61,7 +63,18 @@ def require_validated(path: str, allow_unvalidated: bool = False) -> dict:
     if allow_unvalidated:
         return {**status, "allowed_unvalidated": True}
     if validation is None:
-        why = "it was never validated" if record else "it has no report.json or manifest.json"
-        raise UnvalidatedDataset(f"{path}: {why}. Run `clover validate {path}` first, or pass --allow-unvalidated.")
+        raise UnvalidatedDataset(f"{path}: {_how_to_validate(path, record is not None, kind)}, "
+                                 "or pass --allow-unvalidated.")
     failed = ", ".join(f"{c['suite']}:{c['expectation']}({c.get('column') or ''})" for c in validation.get("failed", []))
     raise UnvalidatedDataset(f"{path}: validation failed ({failed}). Fix the data, or pass --allow-unvalidated.")
+
+
+def _how_to_validate(path: str, clover_wrote_it: bool, kind: str) -> str:
+    """The command that validates `path`: plain for a Clover dataset, with --kind (on a directory) otherwise."""
+    if clover_wrote_it:
+        return f"it was never validated. Run `clover validate {path}` first"
+    if path.rstrip("/").endswith((".parquet", ".jsonl", ".json", ".zst", ".gz", ".txt")):
+        return (f"it has no report.json or manifest.json, and a single file cannot carry a validation record. "
+                f"Move it into a directory of its own (mkdir DIR && mv {path} DIR/) and run "
+                f"`clover validate DIR --kind {kind}` first")
+    return f"it has no report.json or manifest.json. Run `clover validate {path} --kind {kind}` first"

@@ -157,3 +157,51 @@ def test_validate_cli_exit_codes(curated, tokens, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "FAILED" in printed and "expect_column_values_to_be_unique" in printed
     assert validate_main([str(tmp_path / "nothing")]) == 2
+
+
+def test_validate_a_dataset_clover_did_not_write(spark, curated, tmp_path, capsys):
+    """`clover dedup raw/` says to validate raw/ first; the command it suggests works, and the gate then passes."""
+    from dataprep.validate import check_dataset
+
+    out, _ = curated
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pq.write_table(pq.read_table(out / "documents").select(["id", "text"]), raw / "part-0.parquet")
+    with pytest.raises(UnvalidatedDataset, match=f"Run `clover validate {raw} --kind documents` first"):
+        require_validated(str(raw))
+    assert validate_main([str(raw)]) == 2  # checked before Spark: the kind is unknown
+    assert f"run `clover validate {raw} --kind documents`" in capsys.readouterr().err
+    assert validate_main([str(raw), "--kind", "documents"]) == 0
+    record = json.loads((raw / "validation.json").read_text())
+    assert record["kind"] == "documents" and record["validation"]["success"] and record["files"] == {
+        "part-0.parquet": (raw / "part-0.parquet").stat().st_size}
+    assert require_validated(str(raw))["success"] and validate_main([str(raw)]) == 0  # the kind is now recorded
+    pq.write_table(pq.read_table(raw / "part-0.parquet").slice(0, 1), raw / "part-1.parquet")  # a duplicate id
+    assert validate_main([str(raw)]) == 1
+    with pytest.raises(UnvalidatedDataset, match="validation failed.*expect_column_values_to_be_unique"):
+        require_validated(str(raw))
+    with pytest.raises(ValueError, match="is a Clover curate dataset, not pairs"):
+        check_dataset(str(out), "pairs")
+    with pytest.raises(ValueError, match="token shards are read through the manifest.json"):
+        check_dataset(str(raw), "tokens")
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("no_text", "a documents dataset needs columns id, text; missing text"),
+    ("zero_bytes", "not a readable Parquet file"),
+    ("single_file", "expected a directory of Parquet files"),
+    ("missing", "no such file or directory"),
+])
+def test_foreign_datasets_fail_before_spark_with_a_clear_error(tmp_path, fault, message):
+    from dataprep.validate import check_dataset
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["hello"]}), raw / "good.parquet")
+    if fault == "no_text":
+        pq.write_table(pa.table({"id": ["b"], "body": ["x"]}), raw / "other.parquet")
+    elif fault == "zero_bytes":
+        (raw / "empty.parquet").write_bytes(b"")
+    target = {"single_file": raw / "good.parquet", "missing": tmp_path / "nope"}.get(fault, raw)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        check_dataset(str(target), "documents")
