@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("jobs.export", "export a run as a Hugging Face Llama directory (transformers, vLLM)"),
     "quantize": ("jobs.quantize", "4-bit GPTQ of an exported model through llm-compressor (the quantize extra)"),
     "generate": ("jobs.generate", "print a completion from a run or an exported directory"),
-    "serve": ("jobs.serve", "serve a run or export as an OpenAI-compatible chat endpoint (local judging)"),
+    "serve": ("jobs.serve", "serve a run or export as OpenAI-compatible chat and text completions (batched)"),
     "sample-candidates": ("jobs.sample_candidates", "generate candidate responses at several temperatures (resumable)"),
     "judge": ("jobs.judge", "judge candidates pairwise in both orders with an endpoint or local model (resumable)"),
     "review": ("jobs.review", "export pairs for human review; import decisions into a preference-pairs dataset"),
