@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 from training import model as model_module
 from training.model import Transformer, model_config
+from training.optim import OptimizerConfig, build_optimizer
+from training.parallelize import ParallelConfig, build_model, init_distributed, shutdown_distributed
 from training.plan import GIB, estimate_memory, flops_per_token, peak_flops
 from training.pretrain import TrainConfig, train
 from training.synthetic import write_token_shards
@@ -246,6 +248,58 @@ def memory_per_layer(plan: Plan, work: Path) -> dict:
             "plan_over_measured_per_layer": round(per_layer_plan / per_layer_measured, 3) if per_layer_measured else None}
 
 
+def memory_phases(plan: Plan) -> dict:
+    """Where a layer's memory goes: allocated bytes after init and each phase's peak, for 1 and 2 layers of
+    the big preset, over two steps (the second has AdamW's states). Built by the trainer's own functions."""
+    dev, phases = device(), {}
+    for layers in (1, 2):
+        dist_info = init_distributed()
+        try:
+            cfg = model_config(plan.big_model, n_layers=layers)
+            with torch.device("meta"):
+                model = Transformer(cfg)
+            model = build_model(model, ParallelConfig(), dist_info, seed=0)
+            optimizer = build_optimizer(model, OptimizerConfig())
+            tokens = torch.randint(4, cfg.vocab_size, (plan.big_micro_batch, plan.seq_len + 1), device=dev)
+            measured = {"after_init": _allocated_gib(dev)}
+            for step in (1, 2):
+                _reset_peak(dev)
+                loss = -model(tokens[:, :-1], tokens[:, 1:]).sum()
+                _record(measured, dev, f"step{step}_forward")
+                loss.backward()
+                _record(measured, dev, f"step{step}_backward")
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                _record(measured, dev, f"step{step}_optimizer")
+            phases[layers] = measured
+            del model, optimizer, loss
+        finally:
+            shutdown_distributed()
+    per_layer = {key: round(phases[2][key] - phases[1][key], 3) for key in phases[1]}
+    return {"model": f"{plan.big_model} cut to 1 and 2 layers", "micro_batch": plan.big_micro_batch,
+            "seq_len": plan.seq_len, "gib_1_layer": phases[1], "gib_2_layers": phases[2], "per_layer_gib": per_layer}
+
+
+def _record(measured: dict, dev: torch.device, phase: str) -> None:
+    """The phase's peak and what stays allocated after it; the peak is reset for the next phase."""
+    measured[f"{phase}_peak"], measured[f"after_{phase}"] = _peak_gib(dev), _allocated_gib(dev)
+    _reset_peak(dev)
+
+
+def _reset_peak(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(dev: torch.device) -> float:
+    return round(torch.cuda.max_memory_allocated() / GIB, 3) if dev.type == "cuda" else 0.0
+
+
+def _allocated_gib(dev: torch.device) -> float:
+    return round(torch.cuda.memory_allocated() / GIB, 3) if dev.type == "cuda" else 0.0
+
+
 def generation(plan: Plan) -> dict:
     """Greedy decoding of a batch of prompts, KV-cached against re-running the prefix."""
     from training import generate as gen
@@ -305,7 +359,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=4, help="clover-1b sequences of 8192 tokens per step")
     parser.add_argument("--steps", type=int, default=30, help="measured steps after warm-up")
     parser.add_argument("--budget-s", type=float, default=420, help="sections that would start later are skipped")
-    parser.add_argument("--sections", default="environment,flash,train_eager,train_compiled,memory,generation,train_compiled_selective_ac")
+    parser.add_argument("--sections", default="environment,flash,train_eager,memory,generation,memory_phases,train_compiled,train_compiled_selective_ac")
     args = parser.parse_args()
     plan = Plan.for_args(args)
     report = Report(Path(args.out), time.perf_counter(), args.budget_s)
@@ -316,14 +370,15 @@ def main() -> None:
         rows = plan.micro_batch * (plan.warmup_steps + plan.steps) * 2 + 64
         data = write_token_shards(work / "tokens", rows=rows, seq_len=plan.seq_len, vocab=vocab, shards=2,
                                   row_group_rows=8, repetitive_rows=tuple(range(0, rows, 23)))
-        sections = {
+        sections = {  # the cheap and essential first: a run cut short still has them
             "environment": lambda: environment(plan),
             "flash": lambda: flash_vs_sdpa(plan),
             "train_eager": lambda: train_throughput(plan, data, work, compile_blocks=False),
-            "train_compiled": lambda: (train_throughput(plan, data, work, compile_blocks=True) if not plan.dry_run
-                                       else {"skipped": "torch.compile is exercised on the GPU only"}),
             "memory": lambda: memory_per_layer(plan, work),
             "generation": lambda: generation(plan),
+            "memory_phases": lambda: memory_phases(plan),
+            "train_compiled": lambda: (train_throughput(plan, data, work, compile_blocks=True) if not plan.dry_run
+                                       else {"skipped": "torch.compile is exercised on the GPU only"}),
             "train_compiled_selective_ac": lambda: (
                 train_throughput(plan, data, work, compile_blocks=not plan.dry_run, ac_every=2)),
         }
