@@ -125,3 +125,28 @@ def _tiny(steps: int) -> TrainConfig:
     cfg.checkpoint.every = 2
     cfg.schedule.warmup_steps, cfg.schedule.max_lr, cfg.schedule.total_steps = 2, 3e-3, 20
     return cfg
+
+
+# --- checkpoints: every file of the newest one truncated in turn ------------------------------------------------
+
+def test_a_truncated_checkpoint_file_falls_back_to_the_previous_checkpoint(tmp_path):
+    data = str(write_token_shards(tmp_path / "tok", repetitive_rows=(3, 40)))
+    cfg = _tiny(4)
+    train(cfg, data, str(tmp_path / "whole"))
+    whole = _losses(tmp_path / "whole")
+    newest = tmp_path / "whole" / "checkpoints" / "step-00000004"
+    names = sorted(p.name for p in newest.iterdir())
+    assert {"COMPLETE", "trainer.json", ".metadata", "rng-rank00000.pt"} <= set(names)
+    for name in names:
+        run = tmp_path / f"cut-{name.strip('.')}"
+        shutil.copytree(tmp_path / "whole", run)
+        target = run / "checkpoints" / "step-00000004" / name
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+        with pytest.warns(UserWarning, match="skipping checkpoint .*step-00000004"):
+            train(cfg, data, str(run))  # resumes from step 2 and trains steps 3 and 4 again
+        assert _losses(run) == whole, name  # bitwise: the same floats as the uninterrupted run
+        assert target.stat().st_size == (newest / name).stat().st_size  # step 4 was trained and written again
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
