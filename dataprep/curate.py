@@ -135,6 +135,7 @@ class _PartitionScorer:
                 out["dest"][row], out["reason"][row] = REJECTED, reason
 
 
+@storage.writes_output("out")
 def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: bool = True) -> StageReport:
     """Run the stage, validate it (Great Expectations, Data Docs in OUT/data_docs) and commit OUT atomically."""
     from pyspark.sql import functions as F

@@ -115,6 +115,7 @@ def _similarities(pairs, shingles):
     return joined.select("src", "dst", "a_shingles", "b_shingles").mapInArrow(_jaccard_batches, from_arrow_schema(_SIMILARITY))
 
 
+@storage.writes_output("out")
 def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | None = None,
               write_index: str | None = None, validate: bool = True, allow_unvalidated: bool = False) -> StageReport:
     from pyspark.sql import Window

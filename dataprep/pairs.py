@@ -151,6 +151,7 @@ class _PairParser:
                 out[flag][-1] = False
 
 
+@storage.writes_output("out")
 def run_prep_pairs(spark, inputs: list[str], tokenizer_dir: str, out: str, cfg: PairsConfig,
                    validate: bool = True) -> StageReport:
     from pyspark.sql import Window

@@ -150,6 +150,7 @@ def source_fingerprint(footers: list) -> str:
     return digest.hexdigest()
 
 
+@storage.writes_output("out")
 def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: TokenizeConfig, validate: bool = True,
                  allow_unvalidated: bool = False) -> tuple[StageReport, dict]:
     """Tokenize a validated documents dataset into shards, validate them; returns (report, manifest)."""

@@ -49,6 +49,7 @@ def sample_lines(spark, documents_uri: str, cfg: TokenizerConfig):
                 yield line[: cfg.max_sentence_chars]
 
 
+@storage.writes_output("out_dir")
 def train_tokenizer(spark, documents_uri: str, out_dir: str, cfg: TokenizerConfig,
                     input_validation: dict | None = None) -> dict:
     """Train on the sample and write tokenizer.model and tokenizer.json into out_dir."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -52,12 +54,13 @@ def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str)
     os.environ.setdefault("TQDM_DISABLE", "1")  # GX draws a metrics progress bar per suite; stage progress is ours
     import great_expectations as gx
 
-    if "://" not in docs_dir:
-        docs_dir = os.path.abspath(docs_dir)  # GX's site store wants an absolute directory
+    # GX's site store writes a local, absolute directory; Data Docs for an object store are built
+    # in a temporary one and copied there through pyarrow.
+    local_docs = os.path.abspath(docs_dir) if "://" not in docs_dir else tempfile.mkdtemp(prefix="clover-docs-")
     context = gx.get_context(mode="ephemeral")
     context.add_data_docs_site(site_name="clover", site_config={
         "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": local_docs},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     })
     source = context.data_sources.add_spark(name="clover")
@@ -82,7 +85,11 @@ def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str)
                                "element_count": item.result.get("element_count"),
                                "bounds": [kwargs.get("min_value"), kwargs.get("max_value")]
                                if "min_value" in kwargs or "max_value" in kwargs else None})
-    return Validation(kind, success, checks, os.path.join(docs_dir, "index.html"))
+    if "://" in docs_dir:
+        storage.copy_dir(local_docs, docs_dir)
+        shutil.rmtree(local_docs)
+    return Validation(kind, success, checks, storage.join(docs_dir, "index.html") if "://" in docs_dir
+                      else os.path.join(local_docs, "index.html"))
 
 
 def _curate_frames(spark, root: str, record: dict) -> dict:
