@@ -327,11 +327,34 @@ def generation(plan: Plan) -> dict:
         rates["cached" if use_cache else "uncached"] = produced / (time.perf_counter() - begin)
         outputs[use_cache] = [tokens for samples in result for tokens, _ in samples]
     same = sum(a == b for a, b in zip(outputs[True], outputs[False]))
+    profile = _profile_decode(model, prompts, dev)
     return {"model": plan.train_model, "dtype": str(next(model.parameters()).dtype), "prompts": plan.gen_batch,
             "prompt_tokens": "64-128", "new_tokens": plan.gen_new_tokens,
             "cached_tokens_per_s": round(rates["cached"], 1), "uncached_tokens_per_s": round(rates["uncached"], 1),
             "speedup": round(rates["cached"] / rates["uncached"], 2),
-            "greedy_rows_identical": f"{same} of {len(outputs[True])} (bf16 may differ in near-ties)"}
+            "greedy_rows_identical": f"{same} of {len(outputs[True])} (bf16 may differ in near-ties)",
+            "profile_16_cached_tokens": profile}
+
+
+def _profile_decode(model: Transformer, prompts: list[list[int]], dev: torch.device) -> dict:
+    """Where a short cached decode spends its time: the top operators by self device time and by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from training.generate import generate_batch
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        begin = time.perf_counter()
+        generate_batch(model, prompts, 16, use_cache=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - begin
+    events = prof.key_averages()
+    device_key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    top = lambda key: [(e.key, e.count, round(getattr(e, key) / 1e3, 2))  # noqa: E731
+                       for e in sorted(events, key=lambda e: -getattr(e, key))[:12]]
+    return {"wall_ms": round(wall * 1e3, 1), "top_self_device_ms": top(device_key),
+            "top_self_cpu_ms": top("self_cpu_time_total")}
 
 
 def markdown(record: dict) -> str:
