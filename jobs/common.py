@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any, TypeVar
 
+from dataprep.storage import OutputLocked
 from jobs.config import ConfigError, load_config, parse_set_option
 from quality.gate import UnvalidatedDataset
 
@@ -55,7 +56,7 @@ def exit_on_config_error(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (ConfigError, FileNotFoundError, UnvalidatedDataset) as err:
+        except (ConfigError, FileNotFoundError, UnvalidatedDataset, OutputLocked) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
 
