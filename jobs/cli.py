@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "review": ("jobs.review", "export pairs for human review; import decisions into a preference-pairs dataset"),
     "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
     "prep-pairs": ("jobs.prep_pairs", "normalize, deduplicate, tokenize and validate preference pairs (Spark)"),
+    "package": ("jobs.package", "build clover.zip for spark-submit --py-files (executors need the dependencies only)"),
     "plan": ("jobs.plan", "parameters, FLOPs per token and per-GPU memory of a model preset"),
     "train": ("jobs.train", "pretrain a model preset with FSDP on validated token shards (one process; torchrun jobs/train.py for more)"),
 }
