@@ -24,6 +24,7 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
+import gc
 import importlib
 import json
 import platform
@@ -187,8 +188,7 @@ def _measure_training(plan: Plan, data: Path, run: Path, compile_blocks: bool, s
     cfg.optimizer.implementation = settings["implementation"]
     cfg.schedule.warmup_steps = 10
     cfg.checkpoint.every = 0
-    if device().type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    baseline = fresh_device()
     begin = time.perf_counter()
     train(cfg, str(data), str(run))
     wall = time.perf_counter() - begin
@@ -200,7 +200,7 @@ def _measure_training(plan: Plan, data: Path, run: Path, compile_blocks: bool, s
     dtype = "bf16" if device().type == "cuda" else "fp32"
     estimate = estimate_memory(model_cfg, 1, plan.micro_batch, plan.seq_len, dtype,
                                settings["checkpoint_every_n_blocks"] == 1)
-    peak = max(r["peak_memory_gib"] for r in records)
+    peak = max(r["peak_memory_gib"] for r in records) - baseline
     return {
         "model": plan.train_model, "seq_len": plan.seq_len, "micro_batch": plan.micro_batch, "compile": compile_blocks,
         "settings": settings, "measured_steps": len(steady), "wall_seconds_with_warmup": round(wall, 1),
@@ -209,7 +209,8 @@ def _measure_training(plan: Plan, data: Path, run: Path, compile_blocks: bool, s
         "mfu": round(statistics.median(mfus), 4) if mfus else None,
         "mfu_formula": "(6N + 12·L·H·d·S) × tokens/s ÷ peak bf16 FLOP/s (N without the input embedding; "
                        f"{flops_per_token(model_cfg, plan.seq_len):.4g} FLOPs/token here)",
-        "peak_memory_gib": round(peak, 2), "plan_memory_gib": round(estimate.total / GIB, 2),
+        "baseline_gib": round(baseline, 3), "peak_memory_gib": round(peak, 2),
+        "plan_memory_gib": round(estimate.total / GIB, 2),
         "plan_over_measured": round(estimate.total / GIB / peak, 3) if peak else None,
         "loader_and_gate_share": round(share("data_seconds"), 5), "gate_share": round(share("gate_seconds"), 5),
         "gate_rejections": sum(r.get("gate_rejections", 0) for r in records),
@@ -228,11 +229,10 @@ def memory_per_layer(plan: Plan, work: Path) -> dict:
                           tensorboard=False, model_overrides={"n_layers": layers,
                                                               "max_seq_len": max(plan.seq_len, 1024)})
         cfg.checkpoint.every = 0
-        if device().type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        baseline = fresh_device()
         train(cfg, str(data), str(work / f"run-big-{layers}"))
         records = [json.loads(line) for line in (work / f"run-big-{layers}" / "metrics.jsonl").read_text().splitlines()]
-        measured[layers] = max(r["peak_memory_gib"] for r in records)
+        measured[layers] = max(r["peak_memory_gib"] for r in records) - baseline
         dtype = "bf16" if device().type == "cuda" else "fp32"
         big = model_config(plan.big_model, n_layers=layers, max_seq_len=max(plan.seq_len, 1024))
         planned[layers] = estimate_memory(big, 1, plan.big_micro_batch, plan.seq_len, dtype, True)
@@ -253,6 +253,7 @@ def memory_phases(plan: Plan) -> dict:
     the big preset, over two steps (the second has AdamW's states). Built by the trainer's own functions."""
     dev, phases = device(), {}
     for layers in (1, 2):
+        baseline = fresh_device()
         dist_info = init_distributed()
         try:
             cfg = model_config(plan.big_model, n_layers=layers)
@@ -261,7 +262,7 @@ def memory_phases(plan: Plan) -> dict:
             model = build_model(model, ParallelConfig(), dist_info, seed=0)
             optimizer = build_optimizer(model, OptimizerConfig())
             tokens = torch.randint(4, cfg.vocab_size, (plan.big_micro_batch, plan.seq_len + 1), device=dev)
-            measured = {"after_init": _allocated_gib(dev)}
+            measured = {"baseline": round(baseline, 3), "after_init": _allocated_gib(dev)}
             for step in (1, 2):
                 _reset_peak(dev)
                 loss = -model(tokens[:, :-1], tokens[:, 1:]).sum()
@@ -275,9 +276,21 @@ def memory_phases(plan: Plan) -> dict:
             del model, optimizer, loss
         finally:
             shutdown_distributed()
-    per_layer = {key: round(phases[2][key] - phases[1][key], 3) for key in phases[1]}
+    per_layer = {key: round((phases[2][key] - phases[2]["baseline"]) - (phases[1][key] - phases[1]["baseline"]), 3)
+                 for key in phases[1] if key != "baseline"}
     return {"model": f"{plan.big_model} cut to 1 and 2 layers", "micro_batch": plan.big_micro_batch,
             "seq_len": plan.seq_len, "gib_1_layer": phases[1], "gib_2_layers": phases[2], "per_layer_gib": per_layer}
+
+
+def fresh_device() -> float:
+    """Collect what earlier runs left (FSDP modules sit in reference cycles until a collection) and reset the
+    peak: returns the GiB still allocated, the baseline a measured peak is read against."""
+    gc.collect()
+    if device().type != "cuda":
+        return 0.0
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated() / GIB
 
 
 def _record(measured: dict, dev: torch.device, phase: str) -> None:
