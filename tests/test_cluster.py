@@ -92,3 +92,24 @@ def test_curate_and_tokenize_on_the_cluster_write_the_bytes_of_local(spark, spar
     run_tokenize(spark, str(tmp_path / "curated"), str(tmp_path / "tokenizer"), str(tmp_path / "tokens"),
                  TokenizeConfig(seq_len=64), allow_unvalidated=True)
     assert _bytes(tmp_path / "cluster-tokens") == _bytes(tmp_path / "tokens") != {}
+
+
+def test_two_node_torchrun_matches_the_single_node_two_process_run(tmp_path):
+    """torchrun --nnodes 2 --nproc-per-node 1 with c10d rendezvous on 127.0.0.1: the losses of --standalone x2."""
+    from tests.test_training import losses, run_torchrun, write_token_shards
+
+    data = str(write_token_shards(tmp_path / "tok", rows=128))
+    run_torchrun(2, data, tmp_path / "single-node", steps=20, accum=1)
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "clover-test",
+               str(REPO / "jobs" / "train.py"), "--data", data, "--model", "clover-tiny", "--out", str(tmp_path / "two-nodes"),
+               "--max-steps", "20", "--checkpoint-every", "2", "--micro-batch", "2", "--grad-accum", "1",
+               "--set", "tensorboard=false", "--set", "schedule.warmup_steps=2", "--set", "schedule.max_lr=0.003"]
+    nodes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    assert losses(tmp_path / "two-nodes") == losses(tmp_path / "single-node")
