@@ -6,19 +6,23 @@ their file, line or row number, a truncated raw value and the reason, and flow o
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
 import json
 import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from zstandard import ZstdError as _ZSTD_ERROR
 
 from dataprep.storage import resolve
 
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # any surrogate escape; pairs are fine
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSED_SUFFIXES = (".gz", ".zst")
 PARQUET_SUFFIXES = (".parquet",)
@@ -166,12 +170,15 @@ class _ZstdReader(io.RawIOBase):
         self._new = zstandard.ZstdDecompressor().decompressobj
         self._stream, self._chunk = stream, chunk
         self._decoder, self._pending, self._in_frame = self._new(), b"", False
+        self._error: Exception | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         while not self._pending:
+            if self._error is not None:  # raised only once the records before the damage were read
+                raise self._error
             data = self._stream.read(self._chunk)
             if not data:
                 if self._in_frame:
@@ -179,7 +186,11 @@ class _ZstdReader(io.RawIOBase):
                 return 0
             while data:
                 self._in_frame = True
-                self._pending += self._decoder.decompress(data)
+                try:
+                    self._pending += self._decoder.decompress(data)
+                except _ZSTD_ERROR as err:  # e.g. garbage appended after the last frame
+                    self._error, data = err, b""
+                    break
                 data = b""
                 if self._decoder.eof:
                     data, self._in_frame = self._decoder.unused_data, False
@@ -199,7 +210,7 @@ def _read_jsonl(uri: str, cfg: IngestConfig) -> Iterator[pa.RecordBatch]:
             try:
                 # Read at most the cap plus one byte: a huge line cannot exhaust memory.
                 raw = reader.readline(cfg.max_record_bytes + 1)
-            except (EOFError, OSError, ValueError) as err:
+            except (EOFError, OSError, ValueError, _ZSTD_ERROR) as err:  # a torn or corrupt compressed stream
                 rows.bad(line_no + 1, f"{type(err).__name__}: {err}", "truncated_file")
                 break
             if not raw:
@@ -210,12 +221,28 @@ def _read_jsonl(uri: str, cfg: IngestConfig) -> Iterator[pa.RecordBatch]:
                 while raw and not raw.endswith(b"\n"):  # skip the rest of the oversized line
                     raw = reader.readline(1 << 20)
                 rows.bad(line_no, preview, "oversized")
-            elif raw.strip():
-                _parse_json_line(rows, line_no, raw)
+            else:  # a CR-only file arrives as one line of CR-ended records
+                parts = _lines_of(raw, line_no)
+                for offset, part in enumerate(parts):
+                    _parse_json_line(rows, line_no + offset, part)
+                line_no += max(len(parts) - 1, 0)
             yield from rows.flush_if_full()
     finally:
         reader.close()
     yield from rows.flush()
+
+
+def _lines_of(raw: bytes, line_no: int) -> list[bytes]:
+    """The records of one `\\n`-ended line: itself, or its CR-separated parts (old Mac line endings).
+
+    A raw CR cannot occur inside a JSON string (it must be escaped), so splitting on it never cuts a
+    record; CRLF endings are left to json.loads, which skips the trailing CR as whitespace. The first
+    line of a file loses a UTF-8 byte order mark.
+    """
+    if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    body = raw.rstrip(b"\r\n")
+    return [p for p in body.split(b"\r") if p.strip()] if b"\r" in body else ([raw] if raw.strip() else [])
 
 
 def _parse_json_line(rows: _Rows, line_no: int, raw: bytes) -> None:
@@ -227,9 +254,22 @@ def _parse_json_line(rows: _Rows, line_no: int, raw: bytes) -> None:
         record = json.loads(decoded)
     except json.JSONDecodeError:
         return rows.bad(line_no, decoded, "bad_json")
+    except RecursionError:  # nesting deeper than Python's recursion limit
+        return rows.bad(line_no, decoded, "nested_too_deep")
     if not isinstance(record, dict):
         return rows.bad(line_no, decoded, "bad_json")
+    if _LONE_SURROGATE.search(decoded) and _has_lone_surrogate(record):
+        return rows.bad(line_no, decoded, "invalid_surrogate")
     rows.record(line_no, record, decoded)
+
+
+def _has_lone_surrogate(record: dict) -> bool:
+    """Whether a \\uD800-\\uDFFF escape decoded to a lone surrogate, which UTF-8 (and Arrow) cannot hold."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _read_parquet(uri: str, row_group: int, cfg: IngestConfig) -> Iterator[pa.RecordBatch]:
@@ -237,7 +277,7 @@ def _read_parquet(uri: str, row_group: int, cfg: IngestConfig) -> Iterator[pa.Re
     fs, path = resolve(uri)
     try:
         with fs.open_input_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = pq.ParquetFile(handle, page_checksum_verification=True)  # pages written with a CRC
             first_row = sum(parquet.metadata.row_group(i).num_rows for i in range(row_group))
             table = parquet.read_row_group(row_group)
     except (OSError, pa.ArrowException) as err:

@@ -12,8 +12,14 @@ import re
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from dataprep.ingest import IngestConfig, parquet_units, read_unit
 from quality.gate import UnsafeManifestPath
 from tests.token_shards import write_token_shards
 from training.checkpoint import complete_checkpoints
@@ -151,3 +157,103 @@ def test_a_truncated_checkpoint_file_falls_back_to_the_previous_checkpoint(tmp_p
 
 def _losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# --- corrupt inputs to curate: each record quarantined with a reason, or kept; nothing raises, nothing lost -------
+
+def _read(path: Path, cfg: IngestConfig | None = None) -> list[dict]:
+    return [row for batch in read_unit(str(path), 0, cfg or IngestConfig()) for row in batch.to_pylist()]
+
+
+def _outcome(rows: list[dict]) -> list[tuple]:
+    return [(row["id"], row["line"], row["error"]) for row in rows]
+
+
+def _parquet_with_flipped_page(path: Path) -> None:
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(200)], "text": [f"text number {i} " * 20 for i in range(200)]}),
+                   path, write_page_checksum=True, compression="none", use_dictionary=False)
+    meta = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    _flip_byte(path, meta.data_page_offset + meta.total_compressed_size // 2)  # inside the text column's page:
+    # uncompressed, so only the page's CRC can tell (pyarrow reads the garbled text silently without it)
+
+
+CORRUPT_INPUTS = {
+    "nested.jsonl": ('{"id": "a", "text": "x", "meta": ' + "[" * 100_000 + "]" * 100_000 + '}\n'
+                     '{"id": "b", "text": "ok"}\n').encode(),
+    "surrogates.jsonl": b'{"id": "s", "text": "lone \\ud800"}\n{"id": "p", "text": "pair \\ud83d\\ude00"}\n'
+                        b'{"id": "u", "text": "x", "url": "\\udfff"}\n',
+    "bom.jsonl": b'\xef\xbb\xbf{"id": "bom", "text": "hello"}\n',
+    "crlf.jsonl": b'{"id": "c1", "text": "one"}\r\n{"id": "c2", "text": "two"}\r\n',
+    "cr.jsonl": b'{"id": "r1", "text": "one"}\r{"id": "r2", "text": "two"}\r',
+    "zero.jsonl": b"",
+}
+EXPECTED = {
+    "nested.jsonl": [(None, 1, "nested_too_deep"), ("b", 2, None)],
+    "surrogates.jsonl": [(None, 1, "invalid_surrogate"), ("p", 2, None), (None, 3, "invalid_surrogate")],
+    "bom.jsonl": [("bom", 1, None)],
+    "crlf.jsonl": [("c1", 1, None), ("c2", 2, None)],
+    "cr.jsonl": [("r1", 1, None), ("r2", 2, None)],
+    "zero.jsonl": [],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPT_INPUTS))
+def test_corrupt_jsonl_inputs_are_read_or_quarantined_with_a_reason(tmp_path, name):
+    (tmp_path / name).write_bytes(CORRUPT_INPUTS[name])
+    assert _outcome(_read(tmp_path / name)) == EXPECTED[name]
+
+
+def test_corrupt_compressed_and_parquet_inputs(tmp_path):
+    (tmp_path / "tail.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"id": "z", "text": "zz"}\n')
+                                              + b"garbage after the last frame")
+    assert _outcome(_read(tmp_path / "tail.jsonl.zst")) == [("z", 1, None), (None, 2, "truncated_file")]
+    _parquet_with_flipped_page(tmp_path / "flipped.parquet")
+    assert _outcome(_read(tmp_path / "flipped.parquet")) == [(None, 0, "unreadable_file")]
+    pq.write_table(pa.table({"id": ["t"], "text": ["fine"]}), tmp_path / "cut.parquet")
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "cut.parquet").read_bytes()[:-6])  # a truncated footer
+    (tmp_path / "zero.parquet").write_bytes(b"")
+    for name in ("cut.parquet", "zero.parquet"):
+        assert parquet_units(str(tmp_path / name)) == [0]
+        assert _outcome(_read(tmp_path / name)) == [(None, 0, "unreadable_file")]
+
+
+def test_a_huge_jsonl_line_is_bounded(tmp_path):
+    """The reader never holds more than the cap of one line (the 200 MB case: benchmarks/faults.py)."""
+    cfg = IngestConfig(max_record_bytes=1 << 20)
+    huge = b'{"id": "big", "text": "' + b"x" * (8 << 20) + b'"}\n'
+    (tmp_path / "huge.jsonl").write_bytes(b'{"id": "a", "text": "before"}\n' + huge + b'{"id": "c", "text": "after"}\n')
+    rows = _read(tmp_path / "huge.jsonl", cfg)
+    assert _outcome(rows) == [("a", 1, None), (None, 2, "oversized"), ("c", 3, None)]
+    assert len(rows[1]["raw"]) == cfg.raw_preview_chars
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                          max_size=4), max_leaves=12)
+RECORDS = st.fixed_dictionaries({}, optional={"id": JSON_VALUES, "text": st.text() | JSON_VALUES,
+                                              "url": JSON_VALUES, "meta": JSON_VALUES}) | JSON_VALUES
+READ_REASONS = {"bad_json", "invalid_utf8", "invalid_surrogate", "nested_too_deep", "bad_id", "missing_text",
+                "non_string_text", "nul_bytes", "oversized", "truncated_file"}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(RECORDS, max_size=8))
+def test_fuzzed_json_values_each_become_exactly_one_row(tmp_path, records):
+    path = tmp_path / "fuzz.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = _read(path)
+    assert [r["line"] for r in rows] == list(range(1, len(records) + 1))
+    for row in rows:
+        assert (row["text"] is None) == (row["error"] is not None) and row["error"] in READ_REASONS | {None}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400))
+def test_fuzzed_bytes_never_raise_and_every_row_is_kept_or_has_a_reason(tmp_path, data):
+    path = tmp_path / "fuzz.jsonl"
+    path.write_bytes(data)
+    rows = _read(path)
+    lines = [r["line"] for r in rows]
+    assert lines == sorted(set(lines)) and len(rows) <= data.count(b"\n") + data.count(b"\r") + 1
+    for row in rows:
+        assert (row["text"] is None) == (row["error"] is not None) and row["error"] in READ_REASONS | {None}
