@@ -257,3 +257,32 @@ def test_fuzzed_bytes_never_raise_and_every_row_is_kept_or_has_a_reason(tmp_path
     assert lines == sorted(set(lines)) and len(rows) <= data.count(b"\n") + data.count(b"\r") + 1
     for row in rows:
         assert (row["text"] is None) == (row["error"] is not None) and row["error"] in READ_REASONS | {None}
+
+
+def test_curate_on_every_fault_and_fuzzed_lines_sums_and_loses_nothing(spark, tmp_path):
+    """One Spark job over all the corrupt files plus 300 seeded random lines: each record lands once."""
+    import random
+
+    from dataprep.curate import CurateConfig, run_curate
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name, data in CORRUPT_INPUTS.items():
+        (raw / name).write_bytes(data)
+    (raw / "tail.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"id": "z", "text": "zz"}\n') + b"junk")
+    _parquet_with_flipped_page(raw / "flipped.parquet")
+    (raw / "zero.parquet").write_bytes(b"")
+    rng = random.Random(15)
+    lines = [bytes(rng.randrange(256) for _ in range(rng.randrange(60))).replace(b"\n", b"") if rng.random() < 0.3
+             else json.dumps({"id": f"f{i}", "text": " ".join(rng.choice(["lorem", "ipsum", "\ud83d\ude00", "\x00", "\u00e9"])
+                                                              for _ in range(rng.randrange(40)))}).encode()
+             for i in range(300)]
+    (raw / "fuzz.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    report = run_curate(spark, [str(raw)], str(tmp_path / "out"), CurateConfig(), validate=False)
+    report.check()
+    landed = {name: pq.read_table(tmp_path / "out" / name).num_rows for name in ("documents", "rejected", "quarantine")}
+    assert sum(landed.values()) == report.input and landed["quarantine"] == sum(report.quarantined.values())
+    assert {"nested_too_deep", "invalid_surrogate", "truncated_file", "unreadable_file"} <= set(report.quarantined)
+    ids = pq.read_table(tmp_path / "out" / "documents").column("id").to_pylist()
+    assert {"b", "p", "bom", "c1", "c2", "r1", "r2", "z"} <= set(ids) | set(
+        pq.read_table(tmp_path / "out" / "rejected").column("id").to_pylist())
