@@ -249,10 +249,11 @@ def memory_per_layer(plan: Plan, work: Path) -> dict:
 
 
 def memory_phases(plan: Plan) -> dict:
-    """Where a layer's memory goes: allocated bytes after init and each phase's peak, for 1 and 2 layers of
-    the big preset, over two steps (the second has AdamW's states). Built by the trainer's own functions."""
+    """Where a layer's memory goes: allocated bytes after init and each phase's peak, for 1, 2 and 3 layers
+    of the big preset, over two steps (the second has AdamW's states). Built by the trainer's own functions.
+    Two increments tell a per-layer term (both alike) from one that stops growing at two blocks."""
     dev, phases = device(), {}
-    for layers in (1, 2):
+    for layers in (1, 2, 3):
         baseline = fresh_device()
         dist_info = init_distributed()
         try:
@@ -276,10 +277,12 @@ def memory_phases(plan: Plan) -> dict:
             del model, optimizer, loss
         finally:
             shutdown_distributed()
-    per_layer = {key: round((phases[2][key] - phases[2]["baseline"]) - (phases[1][key] - phases[1]["baseline"]), 3)
-                 for key in phases[1] if key != "baseline"}
-    return {"model": f"{plan.big_model} cut to 1 and 2 layers", "micro_batch": plan.big_micro_batch,
-            "seq_len": plan.seq_len, "gib_1_layer": phases[1], "gib_2_layers": phases[2], "per_layer_gib": per_layer}
+    increment = lambda a, b: {key: round((phases[b][key] - phases[b]["baseline"])  # noqa: E731
+                                         - (phases[a][key] - phases[a]["baseline"]), 3)
+                              for key in phases[a] if key != "baseline"}
+    return {"model": f"{plan.big_model} cut to 1, 2 and 3 layers", "micro_batch": plan.big_micro_batch,
+            "seq_len": plan.seq_len, **{f"gib_{n}_layers": phases[n] for n in phases},
+            "layer_2_minus_1_gib": increment(1, 2), "layer_3_minus_2_gib": increment(2, 3)}
 
 
 def fresh_device() -> float:
