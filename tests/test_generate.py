@@ -1,13 +1,17 @@
 """KV-cached, batched generation: the same tokens as the uncached reference, per-row positions under
-left padding, seeded sampling independent of the batch, stop tokens and the context limit."""
+left padding, seeded sampling independent of the batch, stop tokens, the context limit, and the
+server's batching of concurrent requests."""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
 from training.generate import _allocate_cache, generate, generate_batch
 from training.model import Transformer, model_config
+from training.serve import Batcher
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +72,22 @@ def test_runs_in_bfloat16(prompts):
     rows = generate_batch(model, prompts, 16, temperature=0.7, samples=2, seed=3)
     assert [len(r) for r in rows] == [2] * len(prompts)
     assert all(len(tokens) == 16 for r in rows for tokens, _ in r)
+
+
+def test_batcher_decodes_concurrent_requests_together_each_to_its_own_length(tiny, prompts):
+    """`clover serve`'s batching: requests in one window share a decode, and each gets what it would alone."""
+    [(free, _)] = generate(tiny, prompts[1], 30)
+    stop = next(t for t in free[5:] if t not in free[:5])  # prompt 1 stops after its 5th token: asked for 5, it
+    # must end by length, as if alone, although its batch decodes to 20
+
+    def decode(contexts, max_tokens, temperature, top_p, n, seeds):
+        return generate_batch(tiny, contexts, max_tokens, temperature, top_p, n, (stop,), seeds)
+
+    batcher = Batcher(decode, tiny.cfg.max_seq_len, window=0.5, max_rows=64)
+    asks = [([p], limit, temperature, seed) for p, limit, temperature, seed in
+            zip(prompts, (12, 5, 20, 3), (0.0, 0.0, 0.0, 0.9), range(4))]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda ask: batcher.submit(ask[0], ask[1], ask[2], 1.0, 2, ask[3]), asks))
+    assert answers == [decode(p, limit, temperature, 1.0, 2, [seed]) for p, limit, temperature, seed in asks]
+    assert answers[1] == [[(free[:5], "length")] * 2]
+    assert sum(batcher.batches) == 4 and len(batcher.batches) < 4  # greedy ones shared; 0.9 decoded apart

@@ -336,7 +336,8 @@ def test_serve_refuses_hostile_requests(model):
         assert raw_status(port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n") is None  # headers never finish
         assert time.time() - started < 8
         for body in ({"prompt": [1, 2], "n": 0}, {"prompt": [1, 2], "temperature": -1}, {"prompt": [10**9]},
-                     {"prompt": [5] * 1100}, {"prompt": []}, {"prompt": "x", "max_tokens": "many"}):
+                     {"prompt": [5] * 1100}, {"prompt": []}, {"prompt": "x", "max_tokens": "many"},
+                     {"prompt": "x", "n": float("inf")}, {"prompt": "x", "top_p": float("nan")}):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 post(url, "/v1/completions", body, key="s3cret")
             assert refused.value.code == 400, body

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,12 +73,16 @@ class _Job:
             (self.temperature, self.top_p, self.n) == (other.temperature, other.top_p, other.n)
 
 
+# (contexts, max_new_tokens, temperature, top_p, samples, seeds) -> per context, its samples: ChatModel.sample_batch
+Decode = Callable[[list[list[int]], int, float, float, int, list[int]], list[Rows]]
+
+
 class Batcher:
     """One worker thread owns decoding: it takes a request, waits up to `window` seconds for others with the
-    same temperature, top_p and n, and decodes them all in one `sample_batch` call."""
+    same temperature, top_p and n, and decodes them all in one call (at most `max_rows` sequences)."""
 
-    def __init__(self, chat: ChatModel, window: float, max_rows: int):
-        self.chat, self.window, self.max_rows = chat, window, max_rows
+    def __init__(self, decode: Decode, max_seq_len: int, window: float, max_rows: int):
+        self.decode, self.max_seq_len, self.window, self.max_rows = decode, max_seq_len, window, max_rows
         self.queue: queue.Queue[_Job] = queue.Queue()
         self.waiting: list[_Job] = []  # taken from the queue while collecting, for a later batch
         self.batches: list[int] = []  # requests per decoded batch
@@ -86,7 +91,7 @@ class Batcher:
     def submit(self, contexts: list[list[int]], max_tokens: int, temperature: float, top_p: float, n: int,
                seed: int) -> list[Rows]:
         """Per context, its n continuations (blocks until the batch holding this request is decoded)."""
-        shareable = max(map(len, contexts)) + max_tokens <= self.chat.model.cfg.max_seq_len
+        shareable = max(map(len, contexts)) + max_tokens <= self.max_seq_len
         job = _Job(contexts, max_tokens, temperature, top_p, n, seed, shareable, Future())
         self.queue.put(job)
         return job.result.result()
@@ -99,7 +104,8 @@ class Batcher:
                 self._decode(batch)
             except Exception as err:  # noqa: BLE001 - handed to the waiting requests, which answer 500
                 for job in batch:
-                    job.result.set_exception(err)
+                    if not job.result.done():
+                        job.result.set_exception(err)
 
     def _collect(self, first: _Job) -> list[_Job]:
         batch, rows = [first], first.rows
@@ -126,9 +132,8 @@ class Batcher:
     def _decode(self, batch: list[_Job]) -> None:
         """One generate_batch for the whole batch at the longest max_tokens; each job is cut to its own."""
         first = batch[0]
-        rows = self.chat.sample_batch([c for job in batch for c in job.contexts], max(j.max_tokens for j in batch),
-                                      first.temperature, first.top_p, first.n,
-                                      [job.seed for job in batch for _ in job.contexts])
+        rows = self.decode([c for job in batch for c in job.contexts], max(j.max_tokens for j in batch),
+                           first.temperature, first.top_p, first.n, [job.seed for job in batch for _ in job.contexts])
         for job in batch:
             mine, rows = rows[:len(job.contexts)], rows[len(job.contexts):]
             job.result.set_result([[(t[:job.max_tokens], "length") if len(t) >= job.max_tokens else (t, reason)
@@ -140,8 +145,8 @@ def sampling(request: dict, default_max_tokens: int, options: ServeOptions, chat
     def number(name: str, default, kind: type, low: float, high: float):
         value = request.get(name)
         value = default if value is None else value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)) \
-                or not low <= value <= high:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+                or (kind is int and value != int(value)):  # the range first: it also refuses NaN and Infinity
             raise BadRequest(400, f"{name} must be a{'n integer' if kind is int else ' number'} in [{low}, {high}]")
         return kind(value)
 
@@ -256,7 +261,7 @@ class BoundedServer(ThreadingHTTPServer):
 
 def make_server(chat: ChatModel, host: str, port: int, options: ServeOptions | None = None) -> BoundedServer:
     options = options or ServeOptions()
-    batcher = Batcher(chat, options.batch_window, options.max_batch_rows)
+    batcher = Batcher(chat.sample_batch, chat.model.cfg.max_seq_len, options.batch_window, options.max_batch_rows)
     routes = {"/v1/chat/completions": lambda r: chat_completion(chat, r, batcher, options),
               "/v1/completions": lambda r: completion(chat, r, batcher, options)}
 
@@ -297,7 +302,8 @@ def make_server(chat: ChatModel, host: str, port: int, options: ServeOptions | N
 
         def do_POST(self) -> None:  # noqa: N802
             try:
-                request = self._read_json()  # read first, so an unread body never lingers on the connection
+                request = read_json(self.headers, self.rfile, options.max_body_bytes)  # read first: an unread
+                # body left on a closed connection would reset it before the client reads the answer
                 if not self._authorized():
                     return
                 route = routes.get(self.path.rstrip("/"))
@@ -310,26 +316,28 @@ def make_server(chat: ChatModel, host: str, port: int, options: ServeOptions | N
                 self._error(408, f"request not received within {options.read_timeout} s")
             except (ValueError, KeyError, TypeError) as err:
                 self._error(400, str(err))
-
-        def _read_json(self) -> dict:
-            if self.headers.get("Transfer-Encoding"):
-                raise BadRequest(400, "chunked bodies are not accepted: send Content-Length")
-            length = self.headers.get("Content-Length")
-            if length is None or not length.strip().isdigit():
-                raise BadRequest(400, f"Content-Length must be a non-negative integer, got {length!r}")
-            if int(length) > options.max_body_bytes:
-                raise BadRequest(413, f"body of {int(length)} bytes exceeds the limit of {options.max_body_bytes}")
-            body = self.rfile.read(int(length))
-            if len(body) < int(length):
-                raise BadRequest(400, f"body ended after {len(body)} of {int(length)} bytes")
-            request = json.loads(body)
-            if not isinstance(request, dict):
-                raise BadRequest(400, "the body must be a JSON object")
-            return request
+            except Exception as err:  # noqa: BLE001 - a decoding failure (e.g. out of memory) answers 500
+                self._error(500, f"{type(err).__name__}: {err}")
 
         def log_message(self, *args) -> None:
             pass
 
-    server = BoundedServer((host, port), Handler, options.max_connections)
-    server.batcher = batcher
-    return server
+    return BoundedServer((host, port), Handler, options.max_connections)
+
+
+def read_json(headers, rfile, max_body_bytes: int) -> dict:
+    """The request body as a JSON object, refusing what would block or flood a thread (400, 413)."""
+    if headers.get("Transfer-Encoding"):
+        raise BadRequest(400, "chunked bodies are not accepted: send Content-Length")
+    length = headers.get("Content-Length")
+    if length is None or not length.strip().isdigit():
+        raise BadRequest(400, f"Content-Length must be a non-negative integer, got {length!r}")
+    if int(length) > max_body_bytes:
+        raise BadRequest(413, f"body of {int(length)} bytes exceeds the limit of {max_body_bytes}")
+    body = rfile.read(int(length))
+    if len(body) < int(length):
+        raise BadRequest(400, f"body ended after {len(body)} of {int(length)} bytes")
+    request = json.loads(body)
+    if not isinstance(request, dict):
+        raise BadRequest(400, "the body must be a JSON object")
+    return request
