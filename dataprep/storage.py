@@ -72,6 +72,11 @@ def _s3() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**options)
 
 
+def is_local(uri: str) -> bool:
+    """A local path: files can be appended to and directories renamed atomically (object stores cannot)."""
+    return "://" not in uri
+
+
 def join(base: str, *parts: str) -> str:
     return posixpath.join(base.rstrip("/"), *parts)
 

@@ -83,15 +83,29 @@ def test_no_secret_reaches_reports_manifests_or_data_docs(both_runs, capfd):
     assert leaked == [] and secret not in out + err
 
 
-def test_trainer_streams_shards_from_s3_and_resumes_like_local(both_runs, tmp_path):
+def test_a_run_directory_on_s3_resumes_like_local_and_feeds_dpo_and_export(both_runs, tmp_path):
+    """Shards from s3, run directory (checkpoints through DCP, metrics, config) on s3: stopped at step 12
+    and resumed, it trains the steps and weights of an uninterrupted local run; DPO and export read it."""
+    from tests.test_dpo import dpo_config, write_pairs
     from tests.test_training import losses, tiny_config
+    from training.dpo import run_dpo
+    from training.export import export
     from training.pretrain import train
 
     local, remote = both_runs
+    run = "s3://clover-data/runs/pretrain"
     train(tiny_config(20), storage.join(local, "tokens"), str(tmp_path / "local"))
-    train(tiny_config(12), storage.join(remote, "tokens"), str(tmp_path / "remote"))  # stopped at step 12 ...
-    train(tiny_config(20), storage.join(remote, "tokens"), str(tmp_path / "remote"))  # ... and resumed
-    assert losses(tmp_path / "remote") == losses(tmp_path / "local")
+    train(tiny_config(12), storage.join(remote, "tokens"), run)  # stopped at step 12 ...
+    train(tiny_config(20), storage.join(remote, "tokens"), run)  # ... and resumed from its step-12 checkpoint
+    storage.copy_dir(run, str(tmp_path / "copied"))
+    assert losses(tmp_path / "copied") == losses(tmp_path / "local")
+    assert not [k for k in _files(run) if ".tmp-" in k]
+    for source, target in ((str(tmp_path / "local"), tmp_path / "hf-local"), (run, tmp_path / "hf-s3")):
+        export(source, str(target), dtype="float32")
+    assert (tmp_path / "hf-s3" / "model.safetensors").read_bytes() == (tmp_path / "hf-local" / "model.safetensors").read_bytes()
+    pairs = write_pairs(tmp_path / "pairs")
+    result = run_dpo(dpo_config(2), str(pairs), run, "s3://clover-data/runs/dpo")
+    assert result.steps == 2 and storage.exists("s3://clover-data/runs/dpo/checkpoints/step-00000002/COMPLETE")
 
 
 def test_a_dataset_without_its_commit_file_is_absent_on_s3(s3_bucket):

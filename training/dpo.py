@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -134,7 +133,7 @@ class PairStream:
 
 
 class DPO:
-    def __init__(self, cfg: DPOConfig, pairs: str, init: Path, dist_info: Distributed):
+    def __init__(self, cfg: DPOConfig, pairs: str, init: str, dist_info: Distributed):
         self.cfg, self.dist = cfg, dist_info
         self.stream = PairStream(pairs, cfg.micro_batch, cfg.data)
         self.init = init
@@ -245,11 +244,11 @@ def _log(dist_info: Distributed, message: str) -> None:
 def run_dpo(cfg: DPOConfig, pairs: str, init_run: str, out: str, progress=None) -> RunResult:
     """DPO from the newest checkpoint of `init_run` on a prep-pairs output, writing the run to `out`."""
     init = checkpoint.newest(init_run)
-    previous = json.loads((Path(init_run) / "config.json").read_text())
+    previous = json.loads(storage.read_text(storage.join(init_run, "config.json")))
     cfg.model, cfg.model_overrides = previous["model"], previous["engine"]["model_overrides"]
 
     def make(dist_info: Distributed, model_cfg: ModelConfig) -> DPO:
         return DPO(cfg, pairs, init, dist_info)
 
-    describe = {"kind": "dpo", "pairs": pairs, "init": str(init), "init_run": init_run}
+    describe = {"kind": "dpo", "pairs": pairs, "init": init, "init_run": init_run}
     return run(cfg, out, make, init_from=init, describe=describe, progress=progress)

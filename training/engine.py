@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 
+from dataprep import storage
 from training import checkpoint
 from training.checkpoint import CheckpointConfig
 from training.metrics import MetricsWriter, mfu, peak_memory_gib
@@ -75,28 +76,33 @@ class Objective(Protocol):
 class RunResult:
     steps: int
     final_loss: float | None
-    metrics: Path
+    metrics: str  # the run's metrics.jsonl (a path or URI)
 
 
 def run(cfg: EngineConfig, out: str, make_objective: Callable[[Distributed, ModelConfig], Objective],
-        init_from: Path | None = None, describe: dict | None = None,
+        init_from: str | None = None, describe: dict | None = None,
         progress: Callable[[dict], None] | None = None) -> RunResult:
-    """Train until cfg.max_steps, resuming from RUN/checkpoints when a complete checkpoint exists."""
+    """Train until cfg.max_steps, resuming from RUN/checkpoints when a complete checkpoint exists.
+
+    `out` is a local directory or a URI (s3://...): checkpoints go through DCP on that filesystem, the
+    JSON files through dataprep.storage.
+    """
     owns_group = not dist.is_initialized()
     dist_info = init_distributed()
     try:
-        return _run(cfg, Path(out), make_objective, dist_info, init_from, describe or {}, progress)
+        return _run(cfg, out.rstrip("/"), make_objective, dist_info, init_from, describe or {}, progress)
     finally:
         if owns_group:
             shutdown_distributed()
 
 
-def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distributed, init_from: Path | None,
+def _run(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed, init_from: str | None,
          describe: dict, progress) -> RunResult:
     rank, world, device = dist_info.rank, dist_info.world, dist_info.device
     model_cfg = model_config(cfg.model, **cfg.model_overrides)
     objective = make_objective(dist_info, model_cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if storage.is_local(run_dir):
+        os.makedirs(run_dir, exist_ok=True)
     _check_run_config(run_dir, cfg, model_cfg, describe, rank)
     torch.manual_seed(cfg.seed)
     with torch.device("meta"):
@@ -104,7 +110,7 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
     model = build_model(model, cfg.parallel, dist_info, cfg.seed)
     optimizer = build_optimizer(model, cfg.optimizer)
 
-    ckpt_root = run_dir / "checkpoints"
+    ckpt_root = storage.join(run_dir, "checkpoints")
     found = checkpoint.complete_checkpoints(ckpt_root)
     state: dict = {"step": 0, "counters": {}, "history": {"loss": [], "grad_norm": []}, "objective": None}
     if found:
@@ -175,12 +181,13 @@ def _run(cfg: EngineConfig, run_dir: Path, make_objective, dist_info: Distribute
                 trainer_state = {"step": step, "counters": counters, "objective": objective.state(),
                                  "history": {k: list(v) for k, v in history.items()}}
                 checkpoint.save(ckpt_root, step, model, optimizer, trainer_state, cfg.checkpoint, rank)
+                metrics.flush()
     finally:
         metrics.close()
         close = getattr(objective, "close", None)
         if close:
             close()
-    return RunResult(step, last_loss, run_dir / "metrics.jsonl")
+    return RunResult(step, last_loss, storage.join(run_dir, "metrics.jsonl"))
 
 
 @dataclass
@@ -236,17 +243,17 @@ def _skip_reason(loss: float, grad_norm: float, history: dict[str, deque], cfg: 
     return None
 
 
-def _check_run_config(run_dir: Path, cfg: EngineConfig, model_cfg: ModelConfig, describe: dict, rank: int) -> None:
+def _check_run_config(run_dir: str, cfg: EngineConfig, model_cfg: ModelConfig, describe: dict, rank: int) -> None:
     """RUN/config.json records what the run is; a rerun into the same RUN must be the same model."""
-    path = run_dir / "config.json"
+    path = storage.join(run_dir, "config.json")
     record = {"model": cfg.model, "model_config": asdict(model_cfg), "engine": asdict(cfg), **describe}
-    if path.exists():
-        previous = json.loads(path.read_text())
+    if storage.exists(path):
+        previous = json.loads(storage.read_text(path))
         if previous.get("model_config") != record["model_config"]:
             raise ValueError(f"{run_dir} holds a run of another model ({previous.get('model')}); "
                              "choose a new --out or the same --model")
     if rank == 0:
-        path.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+        storage.write_text(path, json.dumps(record, indent=1, sort_keys=True, default=str))
 
 
 def _log(rank: int, message: str) -> None:

@@ -44,7 +44,7 @@ def hf_name(name: str) -> str:
 
 
 def run_config(run: str) -> dict:
-    return json.loads((Path(run) / "config.json").read_text())
+    return json.loads(storage.read_text(storage.join(run, "config.json")))
 
 
 def run_tokenizer_dir(run: str) -> str:
@@ -69,7 +69,10 @@ def load_run(run: str, step: int | None = None) -> tuple[Transformer, str]:
 
 
 def export(run: str, out: str, dtype: str = "bfloat16", tokenizer_dir: str | None = None) -> Path:
-    """Write `out` as a Hugging Face Llama directory (config, safetensors, tokenizer, generation config)."""
+    """Write `out` as a Hugging Face Llama directory (config, safetensors, tokenizer, generation config).
+
+    `run` may be on any filesystem (s3://...); `out` is a local directory, as Hugging Face loaders want.
+    """
     from safetensors.torch import save_file
 
     model, run_tokenizer = load_run(run)
@@ -151,7 +154,7 @@ def load_export(directory: str) -> tuple[Transformer, str]:
 
 def load_any(path: str) -> tuple[Transformer, dict, str]:
     """A run directory or an exported directory: (model, tokenizer.json contents, tokenizer.model path)."""
-    if (Path(path) / CLOVER_CONFIG).exists():
+    if storage.is_local(path) and (Path(path) / CLOVER_CONFIG).exists():
         model, _ = load_export(path)
         return model, json.loads((Path(path) / CLOVER_TOKENIZER).read_text()), str(Path(path) / "tokenizer.model")
     model, tokenizer_dir = load_run(path)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import resource
 import sys
-from pathlib import Path
+import time
+from collections.abc import Callable
 
 import torch
 
+from dataprep import storage
 from training.model import ModelConfig
 from training.plan import flops_per_token, peak_flops
 
@@ -29,37 +31,80 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024**3
 
 
-class MetricsWriter:
-    """Appends to metrics.jsonl; on resume, drops lines past the checkpoint so the file reads as one run."""
+class JsonLines:
+    """A JSON-lines log in a run directory on any filesystem.
 
-    def __init__(self, run: Path, resumed_step: int, enabled: bool, tensorboard: bool):
+    Locally each record is appended (a crash loses at most a torn last line). Object stores cannot
+    append: records are kept in memory and the object is rewritten whole on flush(), and by append()
+    when `rewrite_every_s` has passed since the last rewrite.
+    """
+
+    def __init__(self, uri: str, rewrite_every_s: float = 0.0):
+        self.uri, self.rewrite_every_s = uri, rewrite_every_s
+        self.local = storage.is_local(uri)
+        self.lines: list[str] = []
+        self.rewritten_at = time.monotonic()
+
+    def keep(self, wanted: Callable[[dict], bool]) -> None:
+        """Drop the lines (and a torn last line) that `wanted` refuses, e.g. those past a resumed checkpoint."""
+        if not storage.exists(self.uri):
+            return
+        lines = storage.read_text(self.uri).splitlines(keepends=True)
+        self.lines = [line for line in lines if line.endswith("\n") and line.strip() and wanted(json.loads(line))]
+        if self.lines != lines:
+            storage.write_text(self.uri, "".join(self.lines))
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, sort_keys=True) + "\n"
+        if self.local:
+            with open(self.uri, "a") as handle:
+                handle.write(line)
+            return
+        self.lines.append(line)
+        if time.monotonic() - self.rewritten_at >= self.rewrite_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.local:
+            storage.write_text(self.uri, "".join(self.lines))
+            self.rewritten_at = time.monotonic()
+
+
+class MetricsWriter:
+    """Writes metrics.jsonl; on resume, drops lines past the checkpoint so the file reads as one run."""
+
+    def __init__(self, run: str, resumed_step: int, enabled: bool, tensorboard: bool):
         self.enabled = enabled
-        self.path = run / "metrics.jsonl"
+        self.log = JsonLines(storage.join(run, "metrics.jsonl"), rewrite_every_s=30.0)
         self.board = None
         if not enabled:
             return
-        if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resumed_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
-        if tensorboard:
+        self.log.keep(lambda record: record["step"] <= resumed_step)
+        if tensorboard and not storage.is_local(run):
+            print("TensorBoard events need a local run directory: metrics go to metrics.jsonl only", file=sys.stderr)
+        elif tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 print("tensorboard is not installed: metrics go to metrics.jsonl only", file=sys.stderr)
             else:
-                self.board = SummaryWriter(str(run / "tensorboard"), purge_step=resumed_step + 1)
+                self.board = SummaryWriter(storage.join(run, "tensorboard"), purge_step=resumed_step + 1)
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        self.log.append(record)
         if self.board is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step" and value is not None:
                     self.board.add_scalar(f"train/{key}", value, record["step"])
 
+    def flush(self) -> None:
+        """Make every line so far durable (object stores): called with each checkpoint."""
+        if self.enabled:
+            self.log.flush()
+
     def close(self) -> None:
+        self.flush()
         if self.board is not None:
             self.board.close()

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from dataprep import storage
 from training.data import DataConfig, MicroBatch, TokenStream
 from training.engine import EngineConfig, RunResult, run
 from training.gate import GateConfig, GatedStream, Rejection
+from training.metrics import JsonLines
 from training.model import ModelConfig, Transformer
 from training.parallelize import Distributed, all_gather_floats, to_device
 
@@ -25,7 +25,7 @@ class TrainConfig(EngineConfig):
 
 
 class Pretraining:
-    def __init__(self, cfg: TrainConfig, data: str, dist_info: Distributed, model_cfg: ModelConfig, run_dir: Path):
+    def __init__(self, cfg: TrainConfig, data: str, dist_info: Distributed, model_cfg: ModelConfig, run_dir: str):
         self.cfg, self.dist, self.run_dir = cfg, dist_info, run_dir
         self.stream = TokenStream(data, cfg.micro_batch, cfg.data, doc_starts=cfg.document_masking)
         self.seq_len = self.stream.seq_len
@@ -49,10 +49,11 @@ class Pretraining:
                                  f"(micro_batch {state['micro_batch']}, seed {state['seed']}); "
                                  "change grad_accum to keep the global batch on another world size")
             cursor, self.rejections_total = state["cursor"], state["gate_rejections_total"]
-        log = self.run_dir / "gate_rejections.jsonl"
+        # On resume, lines logged after the checkpoint's cursor are dropped: those micro-batches are gated again.
+        self.rejections = JsonLines(storage.join(self.run_dir, "gate_rejections.jsonl"))
         if self.dist.is_main:
-            _truncate_rejections(log, cursor)
-        on_reject = (lambda r: _log_rejection(log, r)) if self.dist.is_main else None
+            self.rejections.keep(lambda line: line["micro_batch"] < cursor)
+        on_reject = self._log_rejection if self.dist.is_main else None
         gather = lambda values: all_gather_floats(values, self.dist.device)  # noqa: E731
         self.gated = GatedStream(self.stream, self.cfg.gate, self.dist.rank, self.dist.world, gather, cursor,
                                  on_reject)
@@ -89,27 +90,15 @@ class Pretraining:
     def close(self) -> None:
         self.stream.close()
 
-
-def _log_rejection(log: Path, r: Rejection) -> None:
-    """One line per rejected micro-batch, written (and flushed) when its verdict is known."""
-    with log.open("a") as handle:
-        handle.write(json.dumps({"micro_batch": r.index, "epoch": r.epoch, "fraction": r.fraction,
-                                 "shards": list(r.shards)}) + "\n")
-
-
-def _truncate_rejections(log: Path, cursor: int) -> None:
-    """On resume, drop lines logged after the checkpoint's cursor: those micro-batches are gated again."""
-    if not log.exists():
-        return
-    lines = log.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.endswith("\n") and json.loads(line)["micro_batch"] < cursor]
-    if len(kept) != len(lines):  # also drops a line torn by a crash
-        log.write_text("".join(kept))
+    def _log_rejection(self, r: Rejection) -> None:
+        """One line per rejected micro-batch, written when its verdict is known (rejections are rare)."""
+        self.rejections.append({"micro_batch": r.index, "epoch": r.epoch, "fraction": r.fraction,
+                                "shards": list(r.shards)})
 
 
 def train(cfg: TrainConfig, data: str, out: str, progress=None) -> RunResult:
     """Pretrain cfg.model on the token shards at `data`, writing the run to `out` (resumes if present)."""
-    run_dir = Path(out)
+    run_dir = out.rstrip("/")
 
     def make(dist_info: Distributed, model_cfg: ModelConfig) -> Pretraining:
         return Pretraining(cfg, data, dist_info, model_cfg, run_dir)
