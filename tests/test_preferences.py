@@ -380,6 +380,9 @@ def test_candidates_from_a_url_match_local_decoding(candidates, model, server, t
         return sorted((r["candidate_id"], r["text"], r["finish_reason"]) for r in rows)
 
     assert outcome(out) == outcome(local_out) and len(outcome(out)) == 10 * 2 * 2
+    (out / "parts" / "part-00001.parquet").unlink()  # a gap, as a part whose requests all failed leaves
+    assert main(["sample-candidates", prompts, "--model", server, "--tokenizer", export, "--out", str(out), *flags]) == 0
+    assert outcome(out) == outcome(local_out) and (out / "parts" / "part-00004.parquet").exists()
     report = json.loads((out / "report.json").read_text())
     assert report["quarantined"] == local_report.quarantined and report["request_failed"] == 0
     settings = json.loads(pq.read_table(out / "candidates.parquet").to_pylist()[0]["settings"])

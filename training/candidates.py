@@ -182,17 +182,19 @@ def sample_candidates(inputs: list[str], model_path: str, out: str, cfg: Samplin
         sampler = RemoteSampler(model_path, tokenizer, cfg) if remote else LocalSampler(model_path, device)
         settings = json.dumps({**{k: v for k, v in asdict(cfg).items() if k != "prompts_per_part"}, "model": model_path,
                                **({"served_model": sampler.name} if remote else {})}, sort_keys=True)
-        first_part = len(list((root / "parts").glob("part-*.parquet")))
+        # after the highest part (not the count: a part whose every request failed was not written)
+        next_part = max((int(part.stem.split("-")[1]) for part in (root / "parts").glob("part-*.parquet")), default=-1) + 1
         for offset in range(0, len(todo), cfg.prompts_per_part):
             group = todo[offset:offset + cfg.prompts_per_part]
             candidates, failures = sampler.sample(group, cfg)
             errors += failures
             rows = [candidate_row(p, c, sampler.model_hash, settings, cfg.gate)
                     for p in group for c in candidates.get(p["prompt_id"], [])]
-            part = root / "parts" / f"part-{first_part + offset // cfg.prompts_per_part:05d}.parquet"
             if rows:
+                part = root / "parts" / f"part-{next_part:05d}.parquet"
                 pq.write_table(pa.Table.from_pylist(rows, schema=CANDIDATES), f"{part}.tmp")
                 os.replace(f"{part}.tmp", part)
+                next_part += 1
     return _finish(root, prompts, bad, errors)
 
 
