@@ -48,11 +48,46 @@ class TokenizeConfig:
     shard_bytes: int = field(default=256 << 20, metadata={"help": "target uncompressed bytes of tokens per shard"})
     row_group_rows: int = field(default=128, metadata={"help": "rows per Parquet row group (the streaming unit)"})
     encode_batch: int = field(default=512, metadata={"help": "documents encoded per SentencePiece call"})
+    max_encode_chars: int = field(default=1 << 20, metadata={
+        "help": "longer documents are encoded in pieces of at most this many characters, cut after a newline "
+                "or before a space (SentencePiece's time and memory grow with one input's length)"})
     spark: SparkConfig = field(default_factory=SparkConfig)
 
     def validate(self) -> None:
         if self.seq_len < 1:
             raise ConfigError(f"'seq_len' must be positive, got {self.seq_len}")
+        if self.max_encode_chars < 1:
+            raise ConfigError(f"'max_encode_chars' must be positive, got {self.max_encode_chars}")
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """Cut text into pieces of at most max_chars: after the window's last newline or before its last run of
+    spaces, whichever is later; a hard cut only where the window has neither.
+
+    No SentencePiece piece of a Clover tokenizer spans those boundaries (newlines are byte-fallback tokens,
+    a space only begins a piece), so encoding the pieces gives the ids of the whole text; a hard cut may
+    change the ids next to it. Decoding the pieces' ids always gives the text back.
+    """
+    pieces, start = [], 0
+    while len(text) - start > max_chars:
+        window = text[start : start + max_chars]
+        spaces = window.rfind(" ")
+        cut = max(window.rfind("\n") + 1, len(window[:spaces].rstrip(" ")) if spaces > 0 else 0)
+        cut = cut or max_chars
+        pieces.append(text[start : start + cut])
+        start += cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def encode_documents(processor, texts: list[str], max_chars: int) -> list[list[int]]:
+    """Token ids of each text, those longer than max_chars encoded piece by piece (split_text): a document of
+    20 million characters costs pieces of bounded time and memory instead of one huge SentencePiece call."""
+    if all(len(t) <= max_chars for t in texts):
+        return processor.encode(texts, num_threads=1)
+    pieces = [split_text(t, max_chars) for t in texts]
+    ids = iter(processor.encode([p for parts in pieces for p in parts], num_threads=1))
+    return [list(itertools.chain.from_iterable(next(ids) for _ in parts)) for parts in pieces]
 
 
 class _Packer:
@@ -126,7 +161,8 @@ def _encode_and_pack(cfg: TokenizeConfig, model_file, special: dict[str, int], d
                 texts = text.filter(pc.fill_null(usable, False)).to_pylist()
                 packer = _Packer(cfg.seq_len, special["pad"], special["eos"], stream, dtype)
                 for start in range(0, len(texts), cfg.encode_batch):
-                    emitted = packer.add(processor.encode(texts[start : start + cfg.encode_batch], num_threads=1))
+                    emitted = packer.add(encode_documents(processor, texts[start : start + cfg.encode_batch],
+                                                          cfg.max_encode_chars))
                     if emitted is not None:
                         yield emitted
                 last = packer.finish()

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dataprep import storage
@@ -49,6 +50,23 @@ def sample_lines(spark, documents_uri: str, cfg: TokenizerConfig):
                 yield line[: cfg.max_sentence_chars]
 
 
+def train_model(lines: Iterable[str], cfg: TokenizerConfig) -> bytes:
+    """Clover's SentencePiece settings (docs/tokenize.md) over lines of text; returns the model's bytes."""
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=cfg.vocab_size, model_type=cfg.model_type,
+        byte_fallback=True, split_digits=True, character_coverage=cfg.character_coverage,
+        pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="<pad>", bos_piece="<s>", eos_piece="</s>",
+        unk_piece="<unk>", control_symbols=list(CHAT_TOKENS + RESERVED_TOKENS),
+        normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True, max_sentence_length=cfg.max_sentence_chars * 4,
+        num_threads=cfg.threads, minloglevel=2, hard_vocab_limit=True,
+    )
+    return model.getvalue()
+
+
 @storage.writes_output("out_dir")
 def train_tokenizer(spark, documents_uri: str, out_dir: str, cfg: TokenizerConfig,
                     input_validation: dict | None = None) -> dict:
@@ -65,17 +83,7 @@ def train_tokenizer(spark, documents_uri: str, out_dir: str, cfg: TokenizerConfi
             counted["chars"] += len(line)
             yield line
 
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=lines(), model_writer=model, vocab_size=cfg.vocab_size, model_type=cfg.model_type,
-        byte_fallback=True, split_digits=True, character_coverage=cfg.character_coverage,
-        pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="<pad>", bos_piece="<s>", eos_piece="</s>",
-        unk_piece="<unk>", control_symbols=list(CHAT_TOKENS + RESERVED_TOKENS),
-        normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
-        allow_whitespace_only_pieces=True, max_sentence_length=cfg.max_sentence_chars * 4,
-        num_threads=cfg.threads, minloglevel=2, hard_vocab_limit=True,
-    )
-    data = model.getvalue()
+    data = train_model(lines(), cfg)
     processor = spm.SentencePieceProcessor(model_proto=data)
     metadata = {
         "model": "tokenizer.model",

@@ -113,10 +113,12 @@ def test_decoding_shards_reproduces_every_document_exactly(shards, tokenizer, do
     assert sorted(decoded) == sorted(texts.values())
 
 
-def test_rerun_is_byte_identical(spark, documents, tokenizer, shards, tmp_path):
+def test_rerun_is_byte_identical_even_with_documents_encoded_in_pieces(spark, documents, tokenizer, shards, tmp_path):
+    """Documents cut at newlines and spaces (max_encode_chars, for huge documents) keep their token ids."""
     out, _, manifest = shards
-    root, _ = documents
-    cfg = TokenizeConfig(seq_len=SEQ_LEN, shard_bytes=20_000, row_group_rows=16)
+    root, texts = documents
+    cfg = TokenizeConfig(seq_len=SEQ_LEN, shard_bytes=20_000, row_group_rows=16, max_encode_chars=120)
+    assert sum(len(t) > cfg.max_encode_chars for t in texts.values()) > 100
     cfg.spark.partitions = 3
     _, again = run_tokenize(spark, str(root / "docs.parquet"), str(tokenizer[0]), str(tmp_path / "again"), cfg,
                             validate=False, allow_unvalidated=True)
