@@ -166,14 +166,16 @@ def flash_vs_sdpa(plan: Plan) -> dict:
             "tolerance": TOLERANCE, "passed": passed}
 
 
-def train_throughput(plan: Plan, data: Path, work: Path, compile_blocks: bool, ac_every: int = 1) -> dict:
-    """clover-1b (or tiny) through the real trainer; the tuned settings first, the plain ones if those fail."""
-    tuned = {"explicit_prefetch": True, "implementation": "auto", "checkpoint_every_n_blocks": ac_every}
-    name = f"run-compile-{compile_blocks}-ac-{ac_every}"
+def train_throughput(plan: Plan, data: Path, work: Path, compile_blocks: bool, ac_every: int = 1,
+                     gate: bool = True) -> dict:
+    """clover-1b (or tiny) through the real trainer; the tuned settings first, the plain ones if those fail.
+    With `gate=False` the batch gate is off: the throughput difference is what the gate costs the GPU."""
+    tuned = {"explicit_prefetch": True, "implementation": "auto", "checkpoint_every_n_blocks": ac_every, "gate": gate}
+    name = f"run-compile-{compile_blocks}-ac-{ac_every}-gate-{gate}"
     try:
         return _measure_training(plan, data, work / name, compile_blocks, tuned)
     except Exception as error:  # the fallback is measured too, and the tuned failure recorded beside it
-        plain = {"explicit_prefetch": False, "implementation": "foreach", "checkpoint_every_n_blocks": ac_every}
+        plain = {**tuned, "explicit_prefetch": False, "implementation": "foreach"}
         result = _measure_training(plan, data, work / f"{name}-plain", compile_blocks, plain)
         return {**result, "tuned_settings_failed": f"{type(error).__name__}: {error}"}
 
@@ -186,6 +188,7 @@ def _measure_training(plan: Plan, data: Path, run: Path, compile_blocks: bool, s
     cfg.parallel.explicit_prefetch = settings["explicit_prefetch"]
     cfg.parallel.checkpoint_every_n_blocks = settings["checkpoint_every_n_blocks"]
     cfg.optimizer.implementation = settings["implementation"]
+    cfg.gate.enabled = settings["gate"]
     cfg.schedule.warmup_steps = 10
     cfg.checkpoint.every = 0
     baseline = fresh_device()
@@ -398,7 +401,8 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=4, help="clover-1b sequences of 8192 tokens per step")
     parser.add_argument("--steps", type=int, default=30, help="measured steps after warm-up")
     parser.add_argument("--budget-s", type=float, default=420, help="sections that would start later are skipped")
-    parser.add_argument("--sections", default="environment,flash,train_eager,memory,generation,memory_phases,train_compiled,train_compiled_selective_ac")
+    parser.add_argument("--sections", default="environment,flash,train_eager,train_eager_gate_off,memory,generation,memory_phases,"
+                        "train_compiled,train_compiled_selective_ac")
     args = parser.parse_args()
     plan = Plan.for_args(args)
     report = Report(Path(args.out), time.perf_counter(), args.budget_s)
@@ -413,6 +417,7 @@ def main() -> None:
             "environment": lambda: environment(plan),
             "flash": lambda: flash_vs_sdpa(plan),
             "train_eager": lambda: train_throughput(plan, data, work, compile_blocks=False),
+            "train_eager_gate_off": lambda: train_throughput(plan, data, work, compile_blocks=False, gate=False),
             "memory": lambda: memory_per_layer(plan, work),
             "generation": lambda: generation(plan),
             "memory_phases": lambda: memory_phases(plan),

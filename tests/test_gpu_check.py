@@ -26,8 +26,9 @@ def test_gpu_check_dry_run_without_spark_or_gx(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     sections = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]
     assert {name: s["status"] for name, s in sections.items()} == dict.fromkeys(
-        ["environment", "flash", "train_eager", "memory", "generation", "memory_phases", "train_compiled",
-         "train_compiled_selective_ac"], "ok")
+        ["environment", "flash", "train_eager", "train_eager_gate_off", "memory", "generation", "memory_phases",
+         "train_compiled", "train_compiled_selective_ac"], "ok")
+    assert sections["train_eager_gate_off"]["gate_rejections"] == 0 and sections["train_eager_gate_off"]["gate_share"] == 0
     assert sections["environment"]["packages"]["pyspark"].startswith("not available")
     eager = sections["train_eager"]
     assert eager["measured_steps"] == 3 and eager["tokens_per_s"] > 0
