@@ -25,7 +25,8 @@ class C4Config:
     bad_words_file: str = field(default="", metadata={"help": "optional word list, one per line; matches are counted"})
 
 
-def _drop_line(line: str, cfg: C4Config) -> bool:
+def drop_line(line: str, cfg: C4Config) -> bool:
+    """Whether C4 line cleaning removes this line (the report strikes such lines through)."""
     lowered = line.lower()
     words = line.split()
     return (
@@ -46,7 +47,7 @@ def c4_clean(text: str, cfg: C4Config) -> tuple[str, float]:
             kept.append("")
             continue
         nonblank += 1
-        if _drop_line(line, cfg):
+        if drop_line(line, cfg):
             removed += 1
         else:
             kept.append(line.rstrip())

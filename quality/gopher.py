@@ -15,6 +15,11 @@ DUPLICATE_NGRAMS = (5, 6, 7, 8, 9, 10)
 _HAS_LETTER = re.compile(r"[^\W\d_]")
 
 
+def is_alphabetic(word: str) -> bool:
+    """Gopher's alphabetic-word test: the word holds at least one letter."""
+    return _HAS_LETTER.search(word) is not None
+
+
 def _ratio(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
 
@@ -29,7 +34,7 @@ def gopher_quality(doc: DocumentView) -> dict[str, float]:
         "gopher_ellipsis_word_ratio": _ratio(text.count("...") + text.count("…"), n_words),
         "gopher_bullet_line_frac": _ratio(sum(line.lstrip().startswith(BULLETS) for line in lines), len(lines)),
         "gopher_ellipsis_line_frac": _ratio(sum(line.endswith(ELLIPSES) for line in lines), len(lines)),
-        "gopher_alpha_word_frac": _ratio(sum(1 for w in words if _HAS_LETTER.search(w)), n_words),
+        "gopher_alpha_word_frac": _ratio(sum(1 for w in words if is_alphabetic(w)), n_words),
         "gopher_stop_words": float(len(STOP_WORDS.intersection(w.lower() for w in words))),
     }
 

@@ -96,14 +96,17 @@ def duplicate_ngram_weight_fraction(ids: np.ndarray, weights: np.ndarray, n: int
     weights their lengths: first occurrences count, overlapping n-grams count each word once.
     """
     total = float(weights.sum())
-    if total == 0 or len(ids) < n:
+    if total == 0:
         return 0.0
-    hashes = ngram_hashes(ids, n)
-    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
-    duplicated = counts[inverse] > 1
-    if not duplicated.any():
-        return 0.0
-    return float(weights[_coverage(duplicated, n, len(ids))].sum()) / total
+    return float(weights[duplicate_ngram_mask(ids, n)].sum()) / total
+
+
+def duplicate_ngram_mask(ids: np.ndarray, n: int) -> np.ndarray:
+    """True where a position lies inside any occurrence of an n-gram seen more than once (1-D)."""
+    if len(ids) < n:
+        return np.zeros(len(ids), dtype=bool)
+    _, inverse, counts = np.unique(ngram_hashes(ids, n), return_inverse=True, return_counts=True)
+    return _coverage(counts[inverse] > 1, n, len(ids))
 
 
 def top_ngram_weight_fraction(ids: np.ndarray, weights: np.ndarray, n: int) -> float:
@@ -112,16 +115,23 @@ def top_ngram_weight_fraction(ids: np.ndarray, weights: np.ndarray, n: int) -> f
     Ties in frequency go to the n-gram with more weight per occurrence (the longer one in characters).
     """
     total = float(weights.sum())
-    if total == 0 or len(ids) < n:
+    if total == 0:
         return 0.0
-    hashes = ngram_hashes(ids, n)
-    _, first, inverse, counts = np.unique(hashes, return_index=True, return_inverse=True, return_counts=True)
+    return float(weights[top_ngram_mask(ids, weights, n)].sum()) / total
+
+
+def top_ngram_mask(ids: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """True where a position lies inside an occurrence of the most frequent n-gram (none if no repeat)."""
+    if len(ids) < n:
+        return np.zeros(len(ids), dtype=bool)
+    _, first, inverse, counts = np.unique(ngram_hashes(ids, n), return_index=True, return_inverse=True,
+                                          return_counts=True)
     if counts.max() < 2:
-        return 0.0
+        return np.zeros(len(ids), dtype=bool)
     cumulative = np.concatenate(([0.0], np.cumsum(weights, dtype=np.float64)))
     ngram_weight = cumulative[first + n] - cumulative[first]
     best = np.lexsort((ngram_weight, counts))[-1]
-    return float(weights[_coverage(inverse == best, n, len(ids))].sum()) / total
+    return _coverage(inverse == best, n, len(ids))
 
 
 def word_ids(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:

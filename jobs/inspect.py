@@ -1,0 +1,351 @@
+"""`clover inspect PATH`: one self-contained HTML report of what a stage kept, removed and why.
+
+Aggregates come from lazy polars scans of the stored Parquet (scores of every document, kept or
+rejected), so inspecting needs no Spark and no re-scoring. The evidence in examples is found by the
+scoring code itself (`quality.inspect`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import polars as pl
+
+from jobs.config import ConfigError, parse_set_option
+from jobs.report_html import esc, histogram_svg, marked_text, page, table
+from quality.c4 import C4Config
+from quality.inspect import evidence, missing_stop_words
+from quality.signals import SCORE_RANGES, Bounds
+
+FACTORS = (0.75, 0.9, 1.0, 1.1, 1.25)
+BINS = 40
+EMPTY = "empty"
+
+Section = tuple[str, str, str]  # (html id, heading, body)
+
+
+def scan(path: str, columns: list[str] | None = None) -> pl.LazyFrame | None:
+    """A lazy scan of a dataset directory's Parquet parts, or None when it has none."""
+    files = sorted(glob.glob(os.path.join(path, "*.parquet")))
+    if not files:
+        return None
+    frame = pl.scan_parquet(files)
+    return frame.select(columns) if columns else frame
+
+
+def read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+@dataclass
+class CurateView:
+    """A curate output: its report, thresholds in check order, and the rows (kept and rejected) as one scan."""
+
+    path: str
+    report: dict
+    order: list[str]
+    thresholds: dict[str, Bounds]
+    rows: pl.LazyFrame  # id, source, every score, fastText labels, reason (null when kept)
+
+    @classmethod
+    def open(cls, path: str) -> CurateView:
+        report = read_json(os.path.join(path, "report.json"))
+        cfg = report["config"]
+        fasttext = [step["name"] for step in cfg.get("fasttext", [])]
+        order = [f"fasttext_{name}_score" for name in fasttext] + list(SCORE_RANGES)
+        thresholds = {name: Bounds(**bounds) for name, bounds in cfg["thresholds"].items()}
+        columns = ["id", "source", *order, *(f"fasttext_{name}_label" for name in fasttext)]
+        parts = [frame.with_columns(reason=pl.lit(None, pl.String)) if frame is not None and name == "documents"
+                 else frame for name in ("documents", "rejected")
+                 for frame in [scan(os.path.join(path, name), columns + (["reason"] if name == "rejected" else []))]]
+        rows = pl.concat([p for p in parts if p is not None], how="vertical_relaxed")
+        return cls(path, report, order, thresholds, rows)
+
+    @property
+    def signals(self) -> dict:
+        return self.report["config"].get("signals", {})
+
+
+def passes(name: str, bounds: Bounds) -> pl.Expr:
+    """Bounds.holds on a score column; a missing score (an empty document) never passes."""
+    value = pl.col(name).fill_nan(None)
+    ok = pl.lit(True)
+    if bounds.min is not None:
+        ok = ok & (value >= bounds.min)
+    if bounds.max is not None:
+        ok = ok & (value <= bounds.max)
+    return ok.fill_null(False)
+
+
+def first_failing(order: list[str], thresholds: dict[str, Bounds]) -> pl.Expr:
+    """quality.signals.first_failing_rule as a polars expression (null: kept)."""
+    failing = [pl.when(~passes(name, thresholds[name])).then(pl.lit(name)) for name in order if name in thresholds]
+    empty = pl.when(pl.col(order[-1]).is_null()).then(pl.lit(EMPTY))
+    return pl.coalesce([empty, *failing, pl.lit(None, pl.String)])
+
+
+def apply_sets(thresholds: dict[str, Bounds], sets: list[str], known: list[str]) -> dict[str, Bounds]:
+    """thresholds with `thresholds.NAME.min|max=V` or `thresholds.NAME=null` applied (nothing else needs no re-scoring)."""
+    proposed = {name: Bounds(b.min, b.max) for name, b in thresholds.items()}
+    for assignment in sets:
+        key, value = parse_set_option(assignment)
+        parts = key.split(".")
+        if parts[0] != "thresholds" or len(parts) not in (2, 3) or parts[1] not in known:
+            raise ConfigError(f"--set {key}: inspect can only change thresholds.SCORE[.min|.max] of a known score "
+                              "(other settings change the scores and need a curate re-run)")
+        if len(parts) == 2:
+            if value is not None:
+                raise ConfigError(f"--set {key}: only null (disable the rule) is allowed without .min or .max")
+            proposed.pop(parts[1], None)
+            continue
+        if parts[2] not in ("min", "max") or not (value is None or isinstance(value, int | float)):
+            raise ConfigError(f"--set {key}={value!r}: expected .min or .max and a number or null")
+        bounds = proposed.setdefault(parts[1], Bounds())
+        setattr(bounds, parts[2], None if value is None else float(value))
+    return proposed
+
+
+def funnel_counts(view: CurateView, thresholds: dict[str, Bounds]) -> dict[str | None, int]:
+    """Documents per first failing rule (None: kept) under `thresholds`, from the stored scores."""
+    counts = (view.rows.select(first_failing(view.order, thresholds).alias("r"))
+              .group_by("r").len().collect())
+    return dict(zip(counts["r"].to_list(), counts["len"].to_list()))
+
+
+def funnel_section(view: CurateView, sets: list[str]) -> str:
+    """The funnel: input, quarantined, then what each rule removes in check order, and what stays."""
+    report = view.report
+    configs = [funnel_counts(view, view.thresholds)]
+    if sets:
+        configs.append(funnel_counts(view, apply_sets(view.thresholds, sets, view.order)))
+    blank = [""] * len(configs)
+    quarantined = sum(report["quarantined"].values())
+    left = [report["input"] - quarantined] * len(configs)
+    rows = [["input", *blank, *[report["input"]] * len(configs)], ["quarantined", *[quarantined] * len(configs), *left]]
+    for reason in [EMPTY, *view.order]:
+        removed = [counts.get(reason, 0) for counts in configs]
+        if any(removed):
+            left = [n - r for n, r in zip(left, removed)]
+            rows.append([reason, *removed, *left])
+    rows.append(["kept", *blank, *(counts.get(None, 0) for counts in configs)])
+    headers = ["step", "removed", "remaining"]
+    if sets:
+        headers = ["step", "removed", "removed (proposed)", "remaining", "remaining (proposed)"]
+    note = f"<p>Proposed: <code>{esc(' '.join(sets))}</code>, from the stored scores (no re-scoring).</p>" if sets else ""
+    kept = configs[0].get(None, 0)
+    check = "" if kept == report["output"] else (
+        f"<p><b>Note:</b> the stored scores give {kept:,} kept; report.json says {report['output']:,}.</p>")
+    return note + table(headers, rows, "funnel") + check
+
+
+def sources_section(view: CurateView, top: int = 20) -> str:
+    """Removals per reason and per source (the sources that lost most documents first)."""
+    counts = (view.rows.group_by("source", "reason").len().collect()
+              .with_columns(pl.col("source").fill_null("(none)"), pl.col("reason").fill_null("kept")))
+    reasons = sorted(set(counts["reason"]) - {"kept"}, key=lambda r: ([EMPTY, *view.order] + [r]).index(r))
+    per_source: dict[str, dict[str, int]] = {}
+    for source, reason, n in counts.iter_rows():
+        per_source.setdefault(source, {})[reason] = n
+    ranked = sorted(per_source.items(), key=lambda item: (-sum(n for r, n in item[1].items() if r != "kept"), item[0]))
+    rows = [[source, by.get("kept", 0), sum(n for r, n in by.items() if r != "kept"), *(by.get(r, 0) for r in reasons)]
+            for source, by in ranked[:top]]
+    totals = counts.group_by("reason").agg(pl.col("len").sum()).sort("len", descending=True)
+    more = f"<p>{len(ranked) - top:,} more sources not shown.</p>" if len(ranked) > top else ""
+    return (table(["reason", "documents"], [r for r in totals.iter_rows() if r[0] != "kept"], "reasons")
+            + table(["source", "kept", "removed", *reasons], rows, "sources") + more)
+
+
+def _ranges(view: CurateView) -> dict[str, tuple[float, float]]:
+    """Histogram range per score: its valid range where bounded, else min to the 99.5th percentile."""
+    unbounded = [n for n in view.order if SCORE_RANGES.get(n, (0.0, 1.0))[1] > 1.0]
+    stats = view.rows.select(
+        *(pl.col(n).fill_nan(None).min().alias(f"{n}:lo") for n in unbounded),
+        *(pl.col(n).fill_nan(None).quantile(0.995).alias(f"{n}:hi") for n in unbounded),
+    ).collect().row(0, named=True) if unbounded else {}
+    ranges = {}
+    for name in view.order:
+        lo, hi = SCORE_RANGES.get(name, (0.0, 1.0))
+        if name in unbounded:
+            lo, hi = stats[f"{name}:lo"] or 0.0, stats[f"{name}:hi"] or 1.0
+            bounds = view.thresholds.get(name)
+            limits = [v for v in (bounds.min, bounds.max) if v is not None] if bounds else []
+            hi = max([hi, *(v * 1.1 for v in limits if v <= 10 * max(hi, 1.0))])
+        ranges[name] = (lo, hi if hi > lo else lo + 1.0)
+    return ranges
+
+
+def histograms(view: CurateView) -> dict[str, tuple[list[float], list[int], list[int]]]:
+    """Per score: bin edges and kept and rejected counts per bin (values outside the range go to the end bins)."""
+    ranges = _ranges(view)
+    rejected = pl.col("reason").is_not_null().cast(pl.Int32)
+
+    def binned(name: str) -> pl.Expr:
+        lo, hi = ranges[name]
+        index = ((pl.col(name).fill_nan(None) - lo) / (hi - lo) * BINS).floor().clip(0, BINS - 1).cast(pl.Int32)
+        return (index * 2 + rejected).drop_nulls().value_counts().implode().alias(name)
+
+    row = view.rows.select(*(binned(n) for n in view.order)).collect().row(0, named=True)
+    result = {}
+    for name in view.order:
+        kept, rej = [0] * BINS, [0] * BINS
+        for entry in row[name]:
+            key, count = entry[name], entry["count"]
+            (rej if key % 2 else kept)[key // 2] += count
+        lo, hi = ranges[name]
+        result[name] = ([lo + (hi - lo) * i / BINS for i in range(BINS + 1)], kept, rej)
+    return result
+
+
+def histograms_section(view: CurateView) -> str:
+    figures = []
+    for name, (edges, kept, rejected) in histograms(view).items():
+        bounds = view.thresholds.get(name)
+        limits = [v for v in (bounds.min, bounds.max) if v is not None] if bounds else []
+        rule = " ".join(f"{side} {v:g}" for side, v in zip(("min", "max"), (bounds.min, bounds.max))
+                        if v is not None) if bounds else "no rule"
+        figures.append(f'<figure class="hist" data-score="{esc(name)}"><figcaption><b>{esc(name)}</b> ({esc(rule)}); '
+                       f'kept {sum(kept):,}, rejected {sum(rejected):,}</figcaption>'
+                       f"{histogram_svg(edges, kept, rejected, limits)}</figure>")
+    legend = ('<p>Green: kept, red: rejected (by any rule); bar heights on a log scale; dashed blue: the '
+              "threshold. Values past the range are counted in the end bins.</p>")
+    return legend + f'<div class="hists">{"".join(figures)}</div>'
+
+
+def whatif(view: CurateView) -> list[tuple[str, str, float, list[int]]]:
+    """(score, side, bound, documents kept at bound × each of FACTORS) for every bound, the others unchanged."""
+    active = {n: b for n, b in view.thresholds.items() if n in view.order}
+    rules = [(n, side, getattr(b, side)) for n, b in active.items() for side in ("min", "max")
+             if getattr(b, side) is not None]
+    fails = pl.sum_horizontal(*((~passes(n, b)).cast(pl.Int32) for n, b in active.items())) if active else pl.lit(0)
+    exprs = []
+    for i, (name, side, bound) in enumerate(rules):
+        others_pass = (pl.col("_fails") - (~passes(name, active[name])).cast(pl.Int32)) == 0
+        for j, factor in enumerate(FACTORS):
+            scaled = Bounds(**{"min": active[name].min, "max": active[name].max, side: bound * factor})
+            exprs.append((others_pass & passes(name, scaled)).sum().alias(f"{i}:{j}"))
+    if not exprs:
+        return []
+    row = view.rows.with_columns(_fails=fails).select(exprs).collect().row(0)
+    return [(name, side, bound, list(row[i * len(FACTORS):(i + 1) * len(FACTORS)]))
+            for i, (name, side, bound) in enumerate(rules)]
+
+
+def whatif_section(view: CurateView) -> str:
+    headers = ["rule", "bound", *(f"×{f:g}" if f != 1.0 else "current" for f in FACTORS)]
+    rows = [[f"{name}.{side}", bound, *kept] for name, side, bound, kept in whatif(view)]
+    return ("<p>Documents kept by the whole config when one bound is scaled (others unchanged), from the stored "
+            "scores. Try a change with <code>clover inspect PATH --set thresholds.NAME.max=V</code>.</p>"
+            + table(headers, rows, "whatif"))
+
+
+def pick_samples(view: CurateView, k: int, seed: int) -> pl.DataFrame:
+    """Up to k rejected documents per reason: those with the smallest hash of (id, seed)."""
+    rejected = scan(os.path.join(view.path, "rejected"))
+    if rejected is None or k <= 0:
+        return pl.DataFrame()
+    key = pl.col("id").hash(seed)
+    ids = (rejected.select("id", "reason").filter(key.rank("ordinal").over("reason") <= k)
+           .collect()["id"])
+    return rejected.filter(pl.col("id").is_in(ids.implode())).with_columns(_key=key).sort("reason", "_key").collect()
+
+
+def _sample_html(view: CurateView, row: dict) -> str:
+    reason = row["reason"]
+    c4 = C4Config(**view.signals.get("c4", {}))
+    spans = evidence(row["text"], reason, view.signals.get("repeated_ngram_n", 10), c4)
+    bounds = view.thresholds.get(reason)
+    facts = [f"id <code>{esc(row['id'])}</code>", f"source {esc(row['source'])}"]
+    if reason in row and row[reason] is not None:
+        facts.append(f"{esc(reason)} = {row[reason]:.4g} (min {bounds.min}, max {bounds.max})" if bounds
+                     else f"{esc(reason)} = {row[reason]:.4g}")
+    facts += [f"{esc(col)} {esc(row[col])} (p={row[col[:-6] + '_score'] or 0:.3f})"
+              for col in row if col.startswith("fasttext_") and col.endswith("_label") and row[col]]
+    if reason == "gopher_stop_words":
+        facts.append(f"missing stop words: {esc(', '.join(missing_stop_words(row['text'])))}")
+    return (f'<div class="sample" data-reason="{esc(reason)}"><p>{"; ".join(facts)}</p>'
+            f"{marked_text(row['text'], spans)}</div>")
+
+
+def samples_section(view: CurateView, k: int, seed: int) -> str:
+    c4_cleaned = view.signals.get("c4", {}).get("apply_line_cleaning", True)
+    intro = ("<p>Highlighted: repeated n-grams or lines (orange), failing words (red), stop words found (green), "
+             "lines C4 cleaning removes (struck through). "
+             + ("The stored text is already C4-cleaned (<code>signals.c4.apply_line_cleaning</code>), so removed "
+                "lines are not stored and cannot be shown.</p>" if c4_cleaned else "</p>"))
+    parts = [intro]
+    current = None
+    for row in pick_samples(view, k, seed).iter_rows(named=True):
+        if row["reason"] != current:
+            current = row["reason"]
+            parts.append(f'<h3 id="reason-{esc(current)}">{esc(current)}</h3>')
+        parts.append(_sample_html(view, row))
+    return "".join(parts)
+
+
+def quarantine_section(path: str, limit: int = 200) -> str:
+    """Quarantined records by reason, then the first `limit` by file and line."""
+    frame = scan(os.path.join(path, "quarantine"))
+    if frame is None:
+        return "<p>No quarantine.</p>"
+    counts = frame.group_by("reason").len().sort("len", descending=True).collect()
+    rows = frame.select("input_file", "line", "reason", "raw").sort("input_file", "line").head(limit).collect()
+    shown = [[f, line, reason, (raw or "")[:300]] for f, line, reason, raw in rows.iter_rows()]
+    total = int(counts["len"].sum()) if counts.height else 0
+    more = f"<p>First {limit:,} of {total:,} shown.</p>" if total > limit else ""
+    return (table(["reason", "records"], counts.iter_rows(), "quarantine-reasons")
+            + table(["file", "line", "reason", "raw (first 300 characters)"], shown, "quarantine") + more)
+
+
+def curate_sections(path: str, samples: int, seed: int, sets: list[str]) -> list[Section]:
+    view = CurateView.open(path)
+    return [
+        ("funnel", "Funnel", funnel_section(view, sets)),
+        ("removals", "Removals per reason and source", sources_section(view)),
+        ("histograms", "Scores: kept against rejected", histograms_section(view)),
+        ("whatif", "What-if thresholds", whatif_section(view)),
+        ("samples", "Examples per rejection reason", samples_section(view, samples, seed)),
+        ("quarantine", "Quarantine", quarantine_section(path)),
+    ]
+
+
+def build_report(path: str, samples: int = 5, seed: int = 0, sets: list[str] | None = None) -> str:
+    """The report's HTML for a stage output directory."""
+    stage = read_json(os.path.join(path, "report.json")).get("stage") if os.path.exists(
+        os.path.join(path, "report.json")) else None
+    if stage == "curate":
+        return page(f"clover inspect: curate {path}", curate_sections(path, samples, seed, sets or []))
+    raise ConfigError(f"{path}: not a stage output clover inspect knows (stage {stage!r})")
+
+
+def build_parser(prog: str = "clover inspect") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("path", metavar="PATH", help="a stage output directory")
+    parser.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+    parser.add_argument("--samples", type=int, default=5, help="example documents per rejection reason")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the example choice")
+    parser.add_argument("--set", action="append", default=[], metavar="thresholds.NAME.max=V",
+                        help="a proposed threshold: the funnel shows its effect (repeatable)")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "clover inspect") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        report = build_report(args.path, args.samples, args.seed, args.set)
+    except ConfigError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    with open(args.out, "w", encoding="utf-8") as handle:
+        handle.write(report)
+    print(f"inspect: {args.path} -> {args.out} ({len(report.encode()) / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""HTML building blocks for `clover inspect`: escaping, tables, inline SVG charts, one self-contained page.
+
+Nothing here loads from the network: CSS is inline and charts are SVG written by this code, so the
+report opens from disk offline. Every string from data goes through `esc`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Iterable, Sequence
+
+from quality.inspect import Span
+
+# C0 and C1 controls (except tab and newline) and DEL are shown as visible symbols, never raw.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px;color:#222}
+nav{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding:6px 0}
+nav a{margin-right:12px}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
+td.l,th.l{text-align:left}
+.hists{display:flex;flex-wrap:wrap;gap:10px}figure.hist{margin:0;border:1px solid #eee;padding:4px}
+figcaption{font-size:12px}svg text{font-size:10px}
+rect.kept{fill:#4c9a2a}rect.rejected{fill:#c0392b}line.threshold{stroke:#1f4e9c;stroke-width:2;stroke-dasharray:4 2}
+path.series{fill:none;stroke:#1f4e9c;stroke-width:1.5}circle.mark{fill:#c0392b}line.clip{stroke:#c0392b;stroke-dasharray:4 2}
+.sample{border:1px solid #ddd;margin:8px 0;padding:6px}
+.doc{white-space:pre-wrap;font:12px/1.4 ui-monospace,monospace;max-height:320px;overflow:auto;background:#fafafa}
+mark.repeat{background:#ffd27f}mark.fail{background:#f5a3a3}mark.found{background:#a8e0a8}del.removed{color:#999}
+.ctl{color:#c0392b}.diff ins{background:#c8f0c8;text-decoration:none}.diff del{background:#f5c6c6}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:8px}
+"""
+
+
+def esc(value: object) -> str:
+    """Text as HTML text: markup characters escaped, control characters shown as visible \\xNN."""
+    escaped = html.escape(str(value), quote=True)
+    return _CONTROL.sub(lambda m: f'<span class="ctl">\\x{ord(m.group()):02x}</span>', escaped)
+
+
+def fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:,.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return esc(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> str:
+    """A table; the first column is left-aligned (names), the rest right-aligned (numbers)."""
+    head = "".join(f'<th class="{"l" if i == 0 else ""}">{esc(h)}</th>' for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"l" if i == 0 else ""}">{fmt(v)}</td>' for i, v in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f'<table class="{esc(cls)}"><tr>{head}</tr>{body}</table>'
+
+
+def marked_text(text: str, spans: Sequence[Span]) -> str:
+    """The text escaped, with each span wrapped: <mark class=KIND> or, for removed lines, <del>."""
+    out, pos = [], 0
+    for span in spans:
+        out.append(esc(text[pos:span.start]))
+        inner = esc(text[span.start:span.end])
+        tag = "del" if span.kind == "removed" else "mark"
+        out.append(f'<{tag} class="{span.kind}">{inner}</{tag}>')
+        pos = span.end
+    out.append(esc(text[pos:]))
+    return f'<div class="doc">{"".join(out)}</div>'
+
+
+def histogram_svg(edges: Sequence[float], kept: Sequence[int], rejected: Sequence[int],
+                  thresholds: Sequence[float], width: int = 300, height: int = 120) -> str:
+    """Kept and rejected counts per bin side by side (log scale), with each threshold as a dashed line."""
+    lo, hi = edges[0], edges[-1]
+    span = (hi - lo) or 1.0
+    top = math.log1p(max([*kept, *rejected, 1]))
+    bar = width / len(kept)
+    parts = []
+    for i, (k, r) in enumerate(zip(kept, rejected)):
+        for j, (count, cls) in enumerate(((k, "kept"), (r, "rejected"))):
+            if count:
+                h = (height - 14) * math.log1p(count) / top
+                parts.append(f'<rect class="{cls}" x="{i * bar + j * bar / 2:.1f}" y="{height - 14 - h:.1f}" '
+                             f'width="{bar / 2:.1f}" height="{h:.1f}"><title>{count:,}</title></rect>')
+    for value in thresholds:
+        x = min(max((value - lo) / span, 0.0), 1.0) * width
+        parts.append(f'<line class="threshold" x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height - 14}">'
+                     f'<title>threshold {value:g}</title></line>')
+    parts.append(f'<text x="0" y="{height - 2}">{lo:.4g}</text>'
+                 f'<text x="{width}" y="{height - 2}" text-anchor="end">{hi:.4g}</text>')
+    return f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
+
+
+def line_svg(xs: Sequence[float], ys: Sequence[float], marks: Sequence[float] = (), hline: float | None = None,
+             width: int = 520, height: int = 160) -> str:
+    """A line chart of ys over xs; `marks` are x values marked with red dots, `hline` a dashed red line."""
+    points = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
+    if not points:
+        return "<p>no data</p>"
+    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    values = [p[1] for p in points] + ([hline] if hline is not None else [])
+    y0, y1 = min(values), max(values)
+    sx = lambda x: (x - x0) / ((x1 - x0) or 1) * (width - 40) + 35  # noqa: E731
+    sy = lambda y: height - 14 - (y - y0) / ((y1 - y0) or 1) * (height - 24)  # noqa: E731
+    path = "M" + " L".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
+    parts = [f'<path class="series" d="{path}"/>']
+    lookup = dict(points)
+    parts += [f'<circle class="mark" cx="{sx(x):.1f}" cy="{sy(lookup.get(x, y1)):.1f}" r="3"/>' for x in marks]
+    if hline is not None:
+        parts.append(f'<line class="clip" x1="35" x2="{width - 5}" y1="{sy(hline):.1f}" y2="{sy(hline):.1f}"/>')
+    parts.append(f'<text x="0" y="12">{y1:.4g}</text><text x="0" y="{height - 14}">{y0:.4g}</text>'
+                 f'<text x="35" y="{height - 2}">{x0:g}</text>'
+                 f'<text x="{width - 5}" y="{height - 2}" text-anchor="end">{x1:g}</text>')
+    return f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
+
+
+def page(title: str, sections: Sequence[tuple[str, str, str]]) -> str:
+    """One HTML document: a navigation bar, then each (id, heading, body) section."""
+    nav = "".join(f'<a href="#{esc(sid)}">{esc(heading)}</a>' for sid, heading, _ in sections)
+    body = "".join(f'<section id="{esc(sid)}"><h2>{esc(heading)}</h2>{content}</section>'
+                   for sid, heading, content in sections)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1><nav>{nav}</nav>{body}</body></html>\n")
