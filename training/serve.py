@@ -176,6 +176,8 @@ def completion_prompts(chat: ChatModel, prompt) -> list[list[int]]:
 
 
 def decode_all(chat: ChatModel, batcher: Batcher, contexts: list[list[int]], settings: dict) -> list[Rows]:
+    if len(contexts) * settings["n"] > batcher.max_rows:
+        raise BadRequest(400, f"{len(contexts)} prompts x n={settings['n']} exceeds the batch limit of {batcher.max_rows}")
     for context in contexts:
         if len(context) >= chat.model.cfg.max_seq_len:
             raise BadRequest(400, f"a prompt of {len(context)} tokens leaves no room in max_seq_len "
