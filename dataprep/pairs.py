@@ -29,6 +29,7 @@ from schemas.chat import PAIRS, REMOVED_PAIRS, prompt_ids, response_ids, templat
 
 KEPT, REMOVED, QUARANTINED = "pairs", "removed", "quarantine"
 RESPONSES = ("chosen", "rejected")
+_PROMPT_REASONS = {"missing_text": "missing_prompt", "non_string_text": "non_string_prompt"}
 
 
 @dataclass
@@ -81,6 +82,16 @@ def _parsed_schema() -> pa.Schema:
     return pa.schema(fields)
 
 
+def _extras(meta: str | None) -> dict:
+    """The record's fields beyond the reader's, which it passes as a JSON object, except that a lone "meta"
+    field comes through as it was: a string that is not a JSON object is that field."""
+    try:
+        extras = json.loads(meta) if meta else {}
+    except ValueError:
+        extras = None
+    return extras if isinstance(extras, dict) else {"meta": meta}
+
+
 class _PairParser:
     """Runs on an executor over one partition sorted by pair_id, so repeated ids are adjacent."""
 
@@ -124,9 +135,9 @@ class _PairParser:
 
     def _fields(self, row: dict) -> tuple[dict, str | None]:
         """prompt (the reader's text field), chosen and rejected from the other fields, normalized; or a reason."""
-        if row["error"] is not None:
-            return {}, row["error"]
-        extras = json.loads(row["meta"]) if row["meta"] else {}
+        if row["error"] is not None:  # the reader's text field is the prompt: its reasons name the prompt
+            return {}, _PROMPT_REASONS.get(row["error"], row["error"])
+        extras = _extras(row["meta"])
         values = {"prompt": row["text"], **{k: extras.pop(k, None) for k in RESPONSES}}
         for name, value in values.items():
             if value is None:

@@ -17,13 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dataprep.ingest import IngestConfig, parquet_units, read_unit
+from dataprep.ingest import RAW, IngestConfig, parquet_units, read_unit
+from dataprep.pairs import PairsConfig, _PairParser
 from dataprep.sample import stdlib_docstrings
 from dataprep.tokenize import TokenizeConfig, encode_documents, split_text
-from dataprep.tokenizer import TokenizerConfig, train_model
+from dataprep.tokenizer import CHAT_TOKENS, RESERVED_TOKENS, TokenizerConfig, train_model
 from quality.gate import UnsafeManifestPath
 from tests.token_shards import write_token_shards
 from training.checkpoint import complete_checkpoints
@@ -295,11 +296,19 @@ def test_curate_on_every_fault_and_fuzzed_lines_sums_and_loses_nothing(spark, tm
 # --- a 20-million-character document: encoded in bounded pieces, the same ids, decoded back exactly -------------
 
 @pytest.fixture(scope="module")
-def processor():
+def model_file(tmp_path_factory) -> Path:
+    """A Clover tokenizer (train_model, Spark-free) on docstring lines."""
+    lines = [line for doc in stdlib_docstrings()[:300] for line in doc.split("\n") if line.strip()]
+    path = tmp_path_factory.mktemp("spm") / "tokenizer.model"
+    path.write_bytes(train_model(lines, TokenizerConfig(vocab_size=800, threads=1)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def processor(model_file):
     import sentencepiece as spm
 
-    lines = [line for doc in stdlib_docstrings()[:300] for line in doc.split("\n") if line.strip()]
-    return spm.SentencePieceProcessor(model_proto=train_model(lines, TokenizerConfig(vocab_size=800, threads=1)))
+    return spm.SentencePieceProcessor(model_file=str(model_file))
 
 
 def test_documents_split_at_newlines_and_spaces_encode_to_the_same_ids(processor):
@@ -330,3 +339,52 @@ def test_a_20_million_character_document_is_encoded_in_bounded_pieces(processor)
     (ids,) = encode_documents(Recording(), [text], limit)
     assert time.monotonic() - started < 120 and max(seen) <= limit and len(text) == 20_000_000
     assert processor.decode(ids) == text
+
+
+# --- prep-pairs over fuzzed JSONL: every line lands in exactly one of pairs, removed or quarantine -------------
+
+PAIR_FIELDS = ("pair_id", "prompt", "chosen", "rejected", "source", "meta")
+PAIR_RECORDS = st.fixed_dictionaries({}, optional={k: st.text(max_size=30) | JSON_VALUES for k in PAIR_FIELDS}) | JSON_VALUES
+PAIR_REASONS = READ_REASONS - {"missing_text", "non_string_text"} | {"duplicate_id", "nul_bytes"} | {
+    f"{why}_{name}" for why in ("missing", "non_string", "empty") for name in ("prompt", "chosen", "rejected")}
+
+
+def _prep_pairs_rows(path: Path, model_file: Path, cfg: PairsConfig) -> list[dict]:
+    """The stage's per-executor work on one file: read, order by pair id as the shuffle does, parse."""
+    from sentencepiece import SentencePieceProcessor
+
+    sp = SentencePieceProcessor(model_file=str(model_file))
+    ids = {"bos": sp.bos_id(), **{piece: sp.piece_to_id(piece) for piece in CHAT_TOKENS + RESERVED_TOKENS}}
+    rows = sorted(_read(path, cfg.ingest), key=lambda r: (r["id"] or f"{r['input_file']}:{r['line']}", r["line"]))
+    batch = pa.RecordBatch.from_pylist(rows, schema=RAW)
+    return [row for out in _PairParser(cfg, str(model_file), ids)(iter([batch])) for row in out.to_pylist()]
+
+
+def _assert_each_row_lands_once(rows: list[dict], lines: int) -> None:
+    assert sorted(r["line"] for r in rows) == list(range(1, lines + 1))
+    for row in rows:
+        assert row["dest"] in ("pairs", "removed", "quarantine")
+        assert (row["reason"] is None) == (row["dest"] == "pairs"), row
+        if row["dest"] == "quarantine":
+            assert row["reason"] in PAIR_REASONS, row["reason"]
+        else:
+            assert all(isinstance(row[k], str) and row[k] for k in ("pair_id", "prompt", "chosen", "rejected"))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(PAIR_RECORDS, min_size=1, max_size=6))
+@example(records=[{"prompt": "p", "meta": "0"}, {"prompt": "q", "meta": "not json"}])  # crashed the parser
+def test_fuzzed_pair_records_each_land_once(tmp_path, model_file, records):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    _assert_each_row_lands_once(_prep_pairs_rows(path, model_file, PairsConfig(max_length=64, max_prompt_length=32)),
+                                len(records))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=1, max_size=300))
+def test_fuzzed_pair_bytes_never_raise(tmp_path, model_file, data):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(data.replace(b"\r", b"") + b"\n")
+    rows = _prep_pairs_rows(path, model_file, PairsConfig())
+    _assert_each_row_lands_once(rows, len(rows))

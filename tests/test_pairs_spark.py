@@ -93,3 +93,32 @@ def test_truncation_rules():
     assert truncate([1, 2, 3], [4, 5], [6], cfg) == ([1, 2, 3], [4, 5], [6], False, False)
     assert truncate(list(range(10)), list(range(40)), [1], PairsConfig(max_length=12, max_prompt_length=10,
                                                                          min_response_tokens=3)) is None
+
+
+def test_fuzzed_lines_each_land_once_and_the_report_sums(spark, tokenizer, tmp_path):
+    """One Spark job over 300 seeded random lines (bytes, JSON values, pairs with odd fields): no exception,
+    every line in exactly one of pairs, removed or quarantine (the per-line fuzzing: tests/test_faults.py)."""
+    import random
+
+    rng = random.Random(15)
+    values = [None, 0, 1.5, True, [], {}, "", " ", "\x00", "ok answer", "a b c d e f g h i j", "\ud83d\ude00", "<|end|>"]
+
+    def line(i: int) -> bytes:
+        kind = rng.random()
+        if kind < 0.2:
+            return bytes(rng.randrange(256) for _ in range(rng.randrange(60))).replace(b"\n", b"").replace(b"\r", b"")
+        if kind < 0.3:
+            return json.dumps(rng.choice(values)).encode()
+        record = {k: rng.choice(values + [f"text {rng.randrange(5)}"]) for k in ("pair_id", "prompt", "chosen",
+                  "rejected", "source", "meta") if rng.random() < 0.8}
+        return json.dumps(record).encode()
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "fuzz.jsonl").write_bytes(b"\n".join(line(i) for i in range(300)) + b"\n")
+    report = run_prep_pairs(spark, [str(tmp_path / "in")], str(tokenizer[0]), str(tmp_path / "out"), PairsConfig(),
+                            validate=False)
+    report.check()
+    landed = {name: pq.read_table(tmp_path / "out" / name).num_rows for name in ("pairs", "removed", "quarantine")}
+    assert report.input == 300 == sum(landed.values())
+    assert (landed["pairs"], landed["quarantine"]) == (report.output, sum(report.quarantined.values()))
+    assert landed["pairs"] > 0 and {"bad_json", "missing_prompt", "non_string_chosen"} <= set(report.quarantined)
