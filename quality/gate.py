@@ -73,6 +73,9 @@ def _how_to_validate(path: str, clover_wrote_it: bool, kind: str) -> str:
     """The command that validates `path`: plain for a Clover dataset, with --kind (on a directory) otherwise."""
     if clover_wrote_it:
         return f"it was never validated. Run `clover validate {path}` first"
+    if kind == "pairs":  # DPO reads prep-pairs' output (token ids, truncation), which validates itself
+        return (f"it is not a prep-pairs output. Run `clover prep-pairs {path} --tokenizer DIR --out OUT` and "
+                "train on OUT")
     if path.rstrip("/").endswith((".parquet", ".jsonl", ".json", ".zst", ".gz", ".txt")):
         return (f"it has no report.json or manifest.json, and a single file cannot carry a validation record. "
                 f"Move it into a directory of its own (mkdir DIR && mv {path} DIR/) and run "

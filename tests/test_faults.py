@@ -388,3 +388,13 @@ def test_fuzzed_pair_bytes_never_raise(tmp_path, model_file, data):
     path.write_bytes(data.replace(b"\r", b"") + b"\n")
     rows = _prep_pairs_rows(path, model_file, PairsConfig())
     _assert_each_row_lands_once(rows, len(rows))
+
+
+def test_dpo_on_raw_pairs_says_to_run_prep_pairs(tmp_path):
+    from quality.gate import UnvalidatedDataset
+    from training.dpo import PairsDataConfig, PairStream
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    with pytest.raises(UnvalidatedDataset, match=re.escape(f"Run `clover prep-pairs {tmp_path / 'raw'} --tokenizer DIR")):
+        PairStream(str(tmp_path / "raw"), 2, PairsDataConfig())

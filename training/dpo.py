@@ -89,7 +89,7 @@ class PairStream:
     """Pairs of a validated prep-pairs output, one row group at a time, in a (seed, epoch) order."""
 
     def __init__(self, pairs: str, micro_batch: int, cfg: PairsDataConfig):
-        self.validation = require_validated(pairs, cfg.allow_unvalidated)
+        self.validation = require_validated(pairs, cfg.allow_unvalidated, kind="pairs")
         self.root = pairs.rstrip("/")
         self.report = json.loads(storage.read_text(storage.join(self.root, "report.json")))
         self.row_groups = parquet_row_groups(
