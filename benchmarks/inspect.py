@@ -3,7 +3,9 @@
 The output's Parquet (every score column, short texts, reasons from the real thresholds) is written
 directly with numpy and pyarrow, no Spark. Then each part of the report is timed.
 
-    python benchmarks/inspect.py [--docs 10000000] [--dir /tmp/clover-inspect-bench]
+    python -m benchmarks.inspect [--docs 10000000] [--dir /tmp/clover-inspect-bench]
+
+(with -m: run as a file, this module would shadow the standard library's `inspect`)
 """
 
 from __future__ import annotations
