@@ -3,16 +3,20 @@
 The output's Parquet (every score column, short texts, reasons from the real thresholds) is written
 directly with numpy and pyarrow, no Spark. Then each part of the report is timed.
 
-    python -m benchmarks.inspect [--docs 10000000] [--dir /tmp/clover-inspect-bench]
+    python benchmarks/inspect_report.py [--docs 10000000] [--dir /tmp/clover-inspect-bench]
 
 (with -m: run as a file, this module would shadow the standard library's `inspect`)
 """
 
 from __future__ import annotations
 
+import os
+import sys
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import argparse
 import json
-import os
 import time
 
 import numpy as np
