@@ -29,20 +29,24 @@ def _small_star(edges, F):
     return neighbours.unionByName(mins.select("u", F.col("m").alias("v"))).distinct()
 
 
-def connected_components(edges, max_iterations: int = 100, reliable: bool = False) -> ComponentsResult:
+def connected_components(edges, max_iterations: int = 100, reliable: bool = False,
+                         edge_count: int | None = None) -> ComponentsResult:
     """Components of an undirected graph given as DataFrame(src, dst) of comparable node ids.
 
     `reliable` checkpoints to the SparkContext's checkpoint directory (survives a lost executor);
-    otherwise checkpoints stay on the executors.
+    otherwise checkpoints stay on the executors. An `edge_count` of 0 (known to the caller) skips
+    every job. Convergence is one job per iteration (both set differences at once).
     """
     from pyspark.sql import functions as F
 
+    if edge_count == 0:
+        return ComponentsResult(edges.select(F.col("src").alias("node"), F.col("dst").alias("component")).limit(0), 0)
     current = (edges.where(F.col("src") != F.col("dst"))
                .select(F.greatest("src", "dst").alias("u"), F.least("src", "dst").alias("v")).distinct())
     current = _checkpoint(current, reliable)
     for iteration in range(1, max_iterations + 1):
         updated = _checkpoint(_small_star(_large_star(current, F), F), reliable)
-        converged = updated.exceptAll(current).isEmpty() and current.exceptAll(updated).isEmpty()
+        converged = updated.exceptAll(current).unionByName(current.exceptAll(updated)).isEmpty()
         current = updated
         if converged:
             roots = current.select(F.col("v").alias("node"), F.col("v").alias("component")).distinct()

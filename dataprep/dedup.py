@@ -185,7 +185,10 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
                  .select("src", "dst").persist())
     else:
         edges = candidates
-    components = connected_components(edges, cfg.max_iterations, reliable=bool(checkpoints))
+    # Counted once, for the report and to spare the jobs of an empty or small graph.
+    candidate_count = candidates.count()
+    edge_count = edges.count() if cfg.verify and candidate_count else candidate_count
+    components = connected_components(edges, cfg.max_iterations, reliable=bool(checkpoints), edge_count=edge_count)
 
     # Near duplicates: the representative of a component is the best-ranked member.
     near = components.assignment.join(survivors.select(F.col("id").alias("node"), "score", "priority"), "node")
@@ -193,7 +196,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     near = (near.withColumn("_rank", F.row_number().over(comp_window))
             .withColumn("kept_id", F.first("node").over(comp_window)))
     released = 0
-    if cfg.verify:
+    if cfg.verify and edge_count:
         # A chain A~B~C can join documents that are not alike: a member is removed only if it is itself
         # similar to the document that replaces it; otherwise it stays, as its own representative.
         to_check = near.where(F.col("_rank") > 1).select(F.col("node").alias("src"), F.col("kept_id").alias("dst"))
@@ -228,14 +231,14 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
         counts[name] = sum(f["rows"] for f in write_parquet(ordered, storage.join(staging, name)))
     kinds = {r["kind"]: r["count"] for r in read_parquet(spark, storage.join(staging, "duplicates"), ["kind"]).groupBy("kind").count().collect()}
     reasons = {r["reason"]: r["count"] for r in read_parquet(spark, storage.join(staging, "quarantine"), ["reason"]).groupBy("reason").count().collect()}
-    total = flagged.count()
+    total = sum(counts.values())  # every input row is in exactly one of the three outputs
     stats = {
-        "candidate_pairs": candidates.count(),
-        "verified_pairs": edges.count() if cfg.verify else None,
+        "candidate_pairs": candidate_count,
+        "verified_pairs": edge_count if cfg.verify else None,
         "oversized_buckets": oversized["buckets"],
         "unlinked_bucket_members": int(oversized["unlinked"]),
         "released_from_chains": released,
-        "components": components.assignment.select("component").distinct().count(),
+        "components": components.assignment.select("component").distinct().count() if edge_count else 0,
         "cc_iterations": components.iterations,
         "against": against,
     }
