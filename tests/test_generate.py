@@ -65,6 +65,13 @@ def test_stop_tokens_and_the_context_limit(tiny, prompts):
     assert len(tokens) == 3 and reason == "length"
 
 
+def test_ids_beyond_the_tokenizer_are_never_produced(tiny, prompts):
+    free = generate_batch(tiny, prompts, 16, temperature=5.0, samples=4, seed=1)
+    assert max(t for rows in free for tokens, _ in rows for t in tokens) >= 1000  # a flat distribution reaches them
+    limited = generate_batch(tiny, prompts, 16, temperature=5.0, samples=4, seed=1, vocab_limit=1000)
+    assert max(t for rows in limited for tokens, _ in rows for t in tokens) < 1000
+
+
 def test_runs_in_bfloat16(prompts):
     model = Transformer(model_config("clover-tiny"))
     model.init_weights(0)

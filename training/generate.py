@@ -77,7 +77,7 @@ class ChatModel(ChatTokenizer):
         """Per context, `samples` continuations decoded together with the KV cache, each context with its seed."""
         with self.lock:
             return generate_batch(self.model, contexts, max_new_tokens, temperature, top_p, samples, self.stops,
-                                  seeds, self.device)
+                                  seeds, self.device, vocab_limit=self.processor.get_piece_size())
 
     @torch.no_grad()
     def choose(self, context: list[int], choices: list[str]) -> str:
@@ -108,11 +108,12 @@ def generate(model: Transformer, prompt: list[int], max_new_tokens: int, tempera
 def generate_batch(model: Transformer, prompts: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
                    top_p: float = 1.0, samples: int = 1, stop_ids: tuple[int, ...] = (),
                    seed: int | Sequence[int] = 0, device: torch.device | None = None,
-                   use_cache: bool = True) -> list[list[tuple[list[int], str]]]:
+                   use_cache: bool = True, vocab_limit: int | None = None) -> list[list[tuple[list[int], str]]]:
     """Per prompt, its `samples` continuations as in `generate`, all rows decoding together.
 
     `seed` is one per prompt, or one for all: a prompt's samples come from its own generator, so they
     do not depend on which other prompts share the batch (up to float rounding from the padding).
+    Ids from `vocab_limit` up are never produced: a model's vocabulary can be larger than its tokenizer's.
     """
     if not prompts or not all(prompts):
         raise ValueError("generate_batch needs at least one prompt, and every prompt at least one token")
@@ -144,7 +145,10 @@ def generate_batch(model: Transformer, prompts: list[list[int]], max_new_tokens:
                 start = end
             else:
                 logits = model.decode(tokens[:, :end], positions[:, :end], _mask(real, 0, end))
-            next_ids = _pick(logits.float(), temperature, top_p, generators, samples)
+            logits = logits.float()
+            if vocab_limit is not None:
+                logits[:, vocab_limit:] = float("-inf")
+            next_ids = _pick(logits, temperature, top_p, generators, samples)
             out[:, step] = tokens[:, end] = next_ids
             stopped_at = torch.where(torch.isin(next_ids, stops) & (stopped_at == steps), step, stopped_at)
             ran = step + 1
