@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from training import model as model_module
-from training.model import Transformer, model_config
+from training.model import Transformer, model_config, rope_tables
 from training.optim import OptimizerConfig, build_optimizer
 from training.parallelize import ParallelConfig, build_model, init_distributed, shutdown_distributed
 from training.plan import GIB, estimate_memory, flops_per_token, peak_flops
@@ -328,6 +328,7 @@ def generation(plan: Plan) -> dict:
     with torch.device(dev):
         model = Transformer(cfg)
     model = model.to(torch.bfloat16 if dev.type == "cuda" else torch.float32).eval()
+    model.rope_cos, model.rope_sin = rope_tables(cfg, dev)  # the tables stay fp32, as ChatModel keeps them
     generator = torch.Generator().manual_seed(0)
     prompts = [torch.randint(4, cfg.vocab_size, (int(n),), generator=generator).tolist()
                for n in torch.randint(64, 129, (plan.gen_batch,), generator=generator)]

@@ -4,8 +4,6 @@ The output's Parquet (every score column, short texts, reasons from the real thr
 directly with numpy and pyarrow, no Spark. Then each part of the report is timed.
 
     python benchmarks/inspect_report.py [--docs 10000000] [--dir /tmp/clover-inspect-bench]
-
-(with -m: run as a file, this module would shadow the standard library's `inspect`)
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import inspect
+from jobs import inspection
 from quality.signals import SCORE_RANGES, paper_thresholds
 
 PART_ROWS = 1_000_000
@@ -95,14 +93,14 @@ def main() -> None:
         started = time.time()
         synthesize(root, args.docs)
         print(f"synthesized {args.docs:,} documents in {time.time() - started:.1f} s -> {root}")
-    view = inspect.CurateView.open(root)
+    view = inspection.CurateView.open(root)
     parts = {
-        "funnel": lambda: inspect.funnel_section(view, []),
-        "funnel with --set": lambda: inspect.funnel_section(view, ["thresholds.gopher_word_count.min=40"]),
-        "removals per reason and source": lambda: inspect.sources_section(view),
-        "histograms (31 scores)": lambda: inspect.histograms_section(view),
-        "what-if (±10%, ±25%, every bound)": lambda: inspect.whatif_section(view),
-        "examples (5 per reason)": lambda: inspect.samples_section(view, 5, 0),
+        "funnel": lambda: inspection.funnel_section(view, []),
+        "funnel with --set": lambda: inspection.funnel_section(view, ["thresholds.gopher_word_count.min=40"]),
+        "removals per reason and source": lambda: inspection.sources_section(view),
+        "histograms (31 scores)": lambda: inspection.histograms_section(view),
+        "what-if (±10%, ±25%, every bound)": lambda: inspection.whatif_section(view),
+        "examples (5 per reason)": lambda: inspection.samples_section(view, 5, 0),
     }
     print("| part | seconds |\n|---|---|")
     total = time.time()
@@ -111,7 +109,7 @@ def main() -> None:
         run()
         print(f"| {name} | {time.time() - started:.1f} |")
     started = time.time()
-    html = inspect.build_report(root)
+    html = inspection.build_report(root)
     print(f"| whole report (build_report) | {time.time() - started:.1f} |")
     print(f"\nall parts plus the whole report: {time.time() - total:.1f} s; report {len(html.encode()) / 1e6:.2f} MB")
 

@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dedup": ("jobs.dedup", "remove exact and MinHash-LSH near-duplicate documents (Spark)"),
     "train-tokenizer": ("jobs.train_tokenizer", "train a SentencePiece tokenizer on a Spark sample"),
     "tokenize": ("jobs.tokenize_stage", "encode, pack and shard documents into token shards with a manifest (Spark)"),
-    "inspect": ("jobs.inspect", "a self-contained HTML report of what a stage kept, removed and why (no Spark)"),
+    "inspect": ("jobs.inspection", "a self-contained HTML report of what a stage kept, removed and why (no Spark)"),
     "validate": ("jobs.validate", "validate any Clover dataset with Great Expectations; exit 1 on failure"),
     "dpo": ("jobs.dpo", "align a pretrained run with DPO on prepared preference pairs (torchrun jobs/dpo.py for more)"),
     "export": ("jobs.export", "export a run as a Hugging Face Llama directory (transformers, vLLM)"),

@@ -147,7 +147,7 @@ def run_demo(out_dir: str, cfg: DemoConfig, force: bool = False, spark=None) -> 
         if not stage.done(target):
             raise RuntimeError(f"stage {stage.name} did not complete: {target} (see its report.json)")
     from jobs.generate import complete
-    from jobs.inspect import build_report
+    from jobs.inspection import build_report
     from jobs.summary import summarize
 
     sample_text = complete(path("export"), cfg.prompt, max_new_tokens=40, temperature=0.0)

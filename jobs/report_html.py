@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
-from quality.inspect import Span
+from quality.evidence import Span
 
 # C0 and C1 controls (except tab and newline) and DEL are shown as visible symbols, never raw.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -14,10 +14,10 @@ import pytest
 from dataprep.curate import CurateConfig, run_curate
 from dataprep.sample import write_sample
 from jobs.config import ConfigError, load_config
-from jobs.inspect import FACTORS, CurateView, apply_sets, build_report, funnel_counts, main, whatif
+from jobs.inspection import FACTORS, CurateView, apply_sets, build_report, funnel_counts, main, whatif
 from jobs.report_html import esc
 from quality.document import DocumentView
-from quality.inspect import evidence, mask_spans
+from quality.evidence import evidence, mask_spans
 from quality.repetition import repeated_ngram_mask
 
 SPAM = "buy cheap pills now at the best online store today "

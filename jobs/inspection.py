@@ -2,7 +2,7 @@
 
 Aggregates come from lazy polars scans of the stored Parquet (scores of every document, kept or
 rejected), so inspecting needs no Spark and no re-scoring. The evidence in examples is found by the
-scoring code itself (`quality.inspect`).
+scoring code itself (`quality.evidence`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import polars as pl
 from jobs.config import ConfigError, parse_set_option
 from jobs.report_html import esc, histogram_svg, marked_text, page, table
 from quality.c4 import C4Config
-from quality.inspect import evidence, missing_stop_words
+from quality.evidence import evidence, missing_stop_words
 from quality.signals import SCORE_RANGES, Bounds
 
 FACTORS = (0.75, 0.9, 1.0, 1.1, 1.25)
