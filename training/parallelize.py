@@ -55,6 +55,7 @@ def _free_port() -> int:
 
 
 _host_group: dist.ProcessGroup | None = None
+_own_port: str | None = None  # MASTER_PORT when this module, not torchrun, made the environment
 
 
 def init_distributed() -> Distributed:
@@ -63,11 +64,14 @@ def init_distributed() -> Distributed:
     Beside NCCL, a gloo group carries the small host-side collectives (gate verdicts, token counts), so
     they never wait for the GPU stream and the next micro-batch is gated while the GPU computes.
     """
-    global _host_group
+    global _host_group, _own_port
     if not dist.is_initialized():
-        if "RANK" not in os.environ:
+        if "RANK" not in os.environ or os.environ.get("MASTER_PORT") == _own_port:
+            # A fresh port each time: a process that trains twice (gpu_check, tests) would otherwise reuse
+            # the last group's port, which the OS may still hold (EADDRINUSE).
+            _own_port = str(_free_port())
             os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                              MASTER_PORT=str(_free_port()))
+                              MASTER_PORT=_own_port)
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
