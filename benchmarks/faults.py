@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from dataprep import storage
-from dataprep.sample import write_sample
+from dataprep.sample import write_sample, write_sample_pairs
 from dataprep.tokenize import TokenizeConfig, encode_documents
 from tests import test_faults as faults
 from tests.test_faults_commit import _bytes, _clover
@@ -106,20 +106,28 @@ def _check(condition: bool, what: str) -> None:
         raise AssertionError(what)
 
 
-def prepare(root: Path, timeout: float) -> dict[str, dict]:
-    """Old and new inputs and the uninterrupted outputs of curate and dedup (the references)."""
+def prepare(root: Path, timeout: float, stages: tuple[str, ...]) -> dict[str, dict]:
+    """Old and new inputs and the uninterrupted outputs of the Spark stages (the references), in pipeline order:
+    curate, dedup, train-tokenizer, then tokenize and prep-pairs (with the new tokenizer) when `stages` has them."""
     write_sample(str(root / "raw-old"), 60, seed=1)
     write_sample(str(root / "raw-new"), 120, seed=2)
-    stages = {}
-    for stage, source in (("curate", "raw"), ("dedup", "curate")):
+    write_sample_pairs(str(root / "pairs-raw-old"), 40, seed=1)
+    write_sample_pairs(str(root / "pairs-raw-new"), 80, seed=2)
+    tokenizer = ["--tokenizer", str(root / "train-tokenizer-new")]
+    pipeline = (("curate", "raw", []), ("dedup", "curate", []), ("train-tokenizer", "dedup", []),
+                ("tokenize", "dedup", tokenizer), ("prep-pairs", "pairs-raw", tokenizer))
+    refs = {}
+    for stage, source, extra in pipeline:
+        if stage in ("tokenize", "prep-pairs") and stage not in stages:
+            continue  # the others are upstream of these or give the writer faults their references
         seconds = []
         for age in ("old", "new"):
             started = time.monotonic()
-            _stage([stage, str(root / f"{source}-{age}"), "--out", str(root / f"{stage}-{age}")], timeout)
+            _stage([stage, str(root / f"{source}-{age}"), "--out", str(root / f"{stage}-{age}"), *extra], timeout)
             seconds.append(time.monotonic() - started)
-        stages[stage] = {"input": root / f"{source}-new", "old": root / f"{stage}-old", "new": root / f"{stage}-new",
-                         "seconds": seconds[1]}
-    return stages
+        refs[stage] = {"input": root / f"{source}-new", "old": root / f"{stage}-old", "new": root / f"{stage}-new",
+                       "extra": extra, "seconds": seconds[1]}
+    return refs
 
 
 def crash_mid_stage(row: Row, root: Path, stage: str, ref: dict, seed: int, timeout: float) -> None:
@@ -131,7 +139,7 @@ def crash_mid_stage(row: Row, root: Path, stage: str, ref: dict, seed: int, time
     old, new = _bytes(ref["old"]), _bytes(ref["new"])
 
     def case() -> None:
-        child = _clover(stage, str(ref["input"]), "--out", str(out))
+        child = _clover(stage, str(ref["input"]), "--out", str(out), *ref["extra"])
         while not list(root.glob(f"{out.name}.tmp-*")) and child.poll() is None:
             time.sleep(0.05)
         time.sleep(rng.uniform(0, max(ref["seconds"] / 4, 1.0)))
@@ -139,7 +147,7 @@ def crash_mid_stage(row: Row, root: Path, stage: str, ref: dict, seed: int, time
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
         _check(_bytes(out) in (old, new), "the killed run left a mix of old and new files")
-        _stage([stage, str(ref["input"]), "--out", str(out)], timeout)
+        _stage([stage, str(ref["input"]), "--out", str(out), *ref["extra"]], timeout)
         _check(_bytes(out) == new and not storage.leftovers(str(out)), "the re-run differs or left staging behind")
 
     row.run(case, 2 * timeout, f"{stage} seed {seed}")
@@ -293,6 +301,9 @@ def _model(root: Path) -> Path:
     return path
 
 
+CRASH_STAGES = ("curate", "dedup", "train-tokenizer", "tokenize", "prep-pairs")
+
+
 def table(rows: list[Row]) -> str:
     lines = ["| fault | cases | lost or hung | seconds to a clear outcome (median / max) |", "|---|---:|---:|---|"]
     for row in rows:
@@ -308,15 +319,33 @@ def main() -> int:
     parser.add_argument("--huge-mb", type=int, default=200, help="size of the huge JSONL line")
     parser.add_argument("--timeout", type=float, default=300, help="seconds before a case counts as hung")
     parser.add_argument("--work", help="work directory (default: a temporary one, removed)")
+    parser.add_argument("--crash-stages", default=",".join(CRASH_STAGES), help="stages killed mid-run")
+    parser.add_argument("--only-crashes", action="store_true", help="run the crash rows alone")
     args = parser.parse_args()
     root = Path(args.work or tempfile.mkdtemp(prefix="clover-faults-"))
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    refs = prepare(root, args.timeout)
-    rows = [Row(f"crash mid-stage: SIGKILL of clover {stage}") for stage in refs]
-    for row, (stage, ref) in zip(rows, refs.items()):
+    crashed = [stage for stage in CRASH_STAGES if stage in args.crash_stages.split(",")]
+    refs = prepare(root, args.timeout, tuple(crashed))
+    rows = [Row(f"crash mid-stage: SIGKILL of clover {stage}") for stage in crashed]
+    for row, stage in zip(rows, crashed):
         for seed in range(args.seeds):
-            crash_mid_stage(row, root, stage, ref, seed, args.timeout)
+            crash_mid_stage(row, root, stage, refs[stage], seed, args.timeout)
+    if not args.only_crashes:
+        rows += other_faults(root, refs, args)
+    print(table(rows))
+    print(f"\n{platform.node()}, {os.cpu_count()} CPUs, {time.time() - started:.0f} s in all")
+    for row in rows:
+        for failure in row.failures:
+            print(f"FAILED {row.fault}: {failure}")
+    if not args.work:
+        shutil.rmtree(root, ignore_errors=True)
+    return 1 if any(row.bad for row in rows) else 0
+
+
+def other_faults(root: Path, refs: dict[str, dict], args: argparse.Namespace) -> list[Row]:
+    """Every fault but the crashes; the writer faults use curate's references."""
+    rows = []
     rows.append(Row("concurrent writers (two clover curate, one --out)"))
     for trial in range(2):
         concurrent_writers(rows[-1], root, refs["curate"], trial, args.timeout)
@@ -333,14 +362,7 @@ def main() -> int:
     corrupt_shard(rows[-1], root, 4 * args.seeds, args.timeout)
     rows.append(Row("truncated checkpoint (each file of the newest)"))
     truncated_checkpoint(rows[-1], root, 4 * args.timeout)
-    print(table(rows))
-    print(f"\n{platform.node()}, {os.cpu_count()} CPUs, {time.time() - started:.0f} s in all")
-    for row in rows:
-        for failure in row.failures:
-            print(f"FAILED {row.fault}: {failure}")
-    if not args.work:
-        shutil.rmtree(root, ignore_errors=True)
-    return 1 if any(row.bad for row in rows) else 0
+    return rows
 
 
 if __name__ == "__main__":

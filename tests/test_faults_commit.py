@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+    """A stage output's data files (Parquet parts, a tokenizer model), which a re-run must reproduce byte for byte."""
+    return {str(p.relative_to(root)): p.read_bytes() for pattern in ("*.parquet", "*.model")
+            for p in sorted(root.rglob(pattern))}
 
 
 def _clover(*args: str, **popen) -> subprocess.Popen:
