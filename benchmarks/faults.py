@@ -114,7 +114,7 @@ def prepare(root: Path, timeout: float, stages: tuple[str, ...]) -> dict[str, di
     write_sample_pairs(str(root / "pairs-raw-old"), 40, seed=1)
     write_sample_pairs(str(root / "pairs-raw-new"), 80, seed=2)
     tokenizer = ["--tokenizer", str(root / "train-tokenizer-new")]
-    pipeline = (("curate", "raw", []), ("dedup", "curate", []), ("train-tokenizer", "dedup", []),
+    pipeline = (("curate", "raw", []), ("dedup", "curate", []), ("train-tokenizer", "dedup", ["--vocab-size", "800"]),
                 ("tokenize", "dedup", tokenizer), ("prep-pairs", "pairs-raw", tokenizer))
     refs = {}
     for stage, source, extra in pipeline:
