@@ -138,7 +138,6 @@ def _run(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed
                                      device)
             total_weight, total_tokens = reduced[0], reduced[1]
             sums = dict(zip(keys, reduced[2:]))
-            info = accumulated.info
             loss_sum = accumulated.loss_sum
             if world > 1:
                 dist.all_reduce(loss_sum)
@@ -171,7 +170,7 @@ def _run(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed
                 "peak_memory_gib": peak_memory_gib(device), "step_seconds": elapsed,
                 "data_seconds": accumulated.data_seconds,
                 "update_skipped": skip, **{k: counters[k] for k in ("skipped_updates", "tokens_seen")},
-                **objective.step_metrics(info, sums, total_weight),
+                **objective.step_metrics(accumulated.info, sums, total_weight),
             }
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 metrics.write(record)
