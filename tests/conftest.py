@@ -1,31 +1,12 @@
 import os
-import socket
-import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 
+from tests.infra import free_port, moto_server
+
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
 # S3 in the tests is a moto server on 127.0.0.1, never AWS. The variables are set before any Spark
@@ -59,15 +40,8 @@ def spark():
 @pytest.fixture(scope="session")
 def s3_server():
     """A moto S3 server on 127.0.0.1 (the dev extra's moto[server]); stopped by its pid."""
-    binary = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    command = [binary if os.path.exists(binary) else "moto_server", "-H", "127.0.0.1", "-p", str(S3_PORT)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(S3_PORT, server, "moto_server")
-        yield os.environ["AWS_ENDPOINT_URL"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with moto_server(S3_PORT) as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ write the bytes local[2] writes."""
 from __future__ import annotations
 
 import os
-import site
 import subprocess
 import sys
 from pathlib import Path
 
-import pyspark
 import pytest
 
 from dataprep.curate import CurateConfig, run_curate
@@ -18,59 +16,17 @@ from dataprep.sample import write_sample
 from dataprep.tokenize import TokenizeConfig, run_tokenize
 from dataprep.tokenizer import TokenizerConfig, train_tokenizer
 from jobs.package import build_zip
-from tests.conftest import free_port, wait_for_port
+from tests.infra import free_port, spark_submit, standalone_cluster
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[1]
-SPARK_BIN = Path(pyspark.__file__).parent / "bin"
-
-
-def executor_python(folder: Path) -> Path:
-    """This interpreter without site processing: the dependencies import, Clover (an editable .pth) does not."""
-    wrapper = folder / "python-without-clover"
-    paths = ":".join(site.getsitepackages())
-    wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{paths}"\n'
-                       f'exec {sys.executable} -S "$@"\n')
-    wrapper.chmod(0o755)
-    probe = subprocess.run([str(wrapper), "-c", "import pyarrow, sentencepiece, numpy, datasketch\nimport dataprep"],
-                           cwd=folder, capture_output=True, text=True)
-    assert "No module named 'dataprep'" in probe.stderr, probe.stderr
-    return wrapper
 
 
 @pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory):
     """spark://127.0.0.1:PORT with one 2-core worker; both stopped by their pids."""
-    root = tmp_path_factory.mktemp("cluster")
-    python = executor_python(root)
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": str(python), "SPARK_LOG_DIR": str(root)}
-    port, ui = free_port(), free_port()
-    master = subprocess.Popen([str(SPARK_BIN / "spark-class"), "org.apache.spark.deploy.master.Master", "--host",
-                               "127.0.0.1", "--port", str(port), "--webui-port", str(ui)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        wait_for_port(port, master, "Spark master")
-        worker = subprocess.Popen([str(SPARK_BIN / "spark-class"), "org.apache.spark.deploy.worker.Worker",
-                                   f"spark://127.0.0.1:{port}", "--host", "127.0.0.1", "--cores", "2", "--memory", "2g",
-                                   "--webui-port", str(free_port()), "--work-dir", str(root / "work")],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        yield {"master": f"spark://127.0.0.1:{port}", "python": str(python), "root": root}
-    finally:
-        for process in (worker, master):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=60)
-
-
-def spark_submit(cluster: dict, py_files: str, script: str, *args: str) -> None:
-    """The README's command: spark-submit --master URL --py-files clover.zip jobs/STAGE.py ARGS."""
-    env = {**os.environ, "PYSPARK_PYTHON": cluster["python"], "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
-    command = [str(SPARK_BIN / "spark-submit"), "--master", cluster["master"], "--py-files", py_files,
-               "--conf", "spark.executor.memory=1g", "--conf", "spark.ui.enabled=false", f"jobs/{script}", *args]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
+    with standalone_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
 
 
 def _bytes(root: Path) -> dict[str, bytes]:
