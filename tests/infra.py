@@ -72,6 +72,7 @@ def standalone_cluster(root: Path, cores: int = 2, memory: str = "2g") -> Iterat
 
     Yields {"master": URL, "python": executor Python, "root": root}; master and worker are stopped by their pids.
     """
+    root.mkdir(parents=True, exist_ok=True)
     python = executor_python(root)
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": str(python), "SPARK_LOG_DIR": str(root)}
     spark_class = str(spark_bin() / "spark-class")
