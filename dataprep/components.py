@@ -1,7 +1,9 @@
 """Connected components on Spark DataFrames: the large-star / small-star algorithm (Kiveris et al. 2014).
 
 Edges stay distributed throughout; every iteration is checkpointed to cut the lineage, and nothing
-proportional to the graph reaches the driver.
+proportional to the graph reaches the driver. A graph known to be small (`driver_max_edges`) is solved
+by union-find on the driver instead: one collect, where the distributed algorithm needs a few jobs per
+iteration. Both give every node the smallest node of its component, so the outputs are identical.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 class ComponentsResult:
     assignment: object  # DataFrame(node, component): every node of an edge, component = smallest node
     iterations: int
+    count: int | None = None  # the number of components, when it is known without a job
 
 
 def _large_star(edges, F):
@@ -30,17 +33,23 @@ def _small_star(edges, F):
 
 
 def connected_components(edges, max_iterations: int = 100, reliable: bool = False,
-                         edge_count: int | None = None) -> ComponentsResult:
+                         edge_count: int | None = None, driver_max_edges: int = 0) -> ComponentsResult:
     """Components of an undirected graph given as DataFrame(src, dst) of comparable node ids.
 
     `reliable` checkpoints to the SparkContext's checkpoint directory (survives a lost executor);
     otherwise checkpoints stay on the executors. An `edge_count` of 0 (known to the caller) skips
-    every job. Convergence is one job per iteration (both set differences at once).
+    every job; one of at most `driver_max_edges` is solved on the driver (0 iterations reported).
+    Convergence is one job per iteration (both set differences at once).
     """
     from pyspark.sql import functions as F
 
     if edge_count == 0:
-        return ComponentsResult(edges.select(F.col("src").alias("node"), F.col("dst").alias("component")).limit(0), 0)
+        return ComponentsResult(edges.select(F.col("src").alias("node"), F.col("dst").alias("component")).limit(0), 0, 0)
+    if edge_count is not None and edge_count <= driver_max_edges:
+        roots = smallest_member([(r[0], r[1]) for r in edges.select("src", "dst").collect()])
+        schema = edges.select(F.col("src").alias("node"), F.col("dst").alias("component")).schema
+        assignment = edges.sparkSession.createDataFrame(sorted(roots.items()), schema)
+        return ComponentsResult(assignment, 0, len(set(roots.values())))
     current = (edges.where(F.col("src") != F.col("dst"))
                .select(F.greatest("src", "dst").alias("u"), F.least("src", "dst").alias("v")).distinct())
     current = _checkpoint(current, reliable)
@@ -53,6 +62,25 @@ def connected_components(edges, max_iterations: int = 100, reliable: bool = Fals
             assignment = current.select(F.col("u").alias("node"), F.col("v").alias("component")).unionByName(roots)
             return ComponentsResult(assignment, iteration)
     raise RuntimeError(f"connected components did not converge in {max_iterations} iterations")
+
+
+def smallest_member(pairs: list[tuple]) -> dict:
+    """Union-find over edge pairs: each node of a (non-loop) edge -> the smallest node of its component."""
+    parent: dict = {}
+
+    def root(node):
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]  # path halving
+            node = parent[node]
+        return node
+
+    for a, b in pairs:
+        if a != b:
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)  # the smaller root wins, so a root is its component's minimum
+    return {node: root(node) for node in parent}
 
 
 def _checkpoint(df, reliable: bool):

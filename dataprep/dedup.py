@@ -49,6 +49,9 @@ class DedupConfig:
     verify: bool = field(default=True, metadata={"help": "check candidate pairs by exact Jaccard"})
     max_bucket_size: int = field(default=1000, metadata={"help": "bucket members beyond this are not linked"})
     max_iterations: int = field(default=100, metadata={"help": "connected-components iteration limit"})
+    driver_components_max_edges: int = field(default=200_000, metadata={
+        "help": "verified edges up to which connected components run on the driver (union-find, one collect) "
+                "instead of as checkpointed Spark iterations; the result is the same"})
     checkpoint_dir: str = field(default="", metadata={
         "help": "directory Spark's Hadoop filesystems reach, for reliable checkpoints of connected components; "
                 "empty: beside the output when it is local or hdfs://, else local (executor) checkpoints"})
@@ -188,7 +191,8 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     # Counted once, for the report and to spare the jobs of an empty or small graph.
     candidate_count = candidates.count()
     edge_count = edges.count() if cfg.verify and candidate_count else candidate_count
-    components = connected_components(edges, cfg.max_iterations, reliable=bool(checkpoints), edge_count=edge_count)
+    components = connected_components(edges, cfg.max_iterations, reliable=bool(checkpoints), edge_count=edge_count,
+                                      driver_max_edges=cfg.driver_components_max_edges)
 
     # Near duplicates: the representative of a component is the best-ranked member.
     near = components.assignment.join(survivors.select(F.col("id").alias("node"), "score", "priority"), "node")
@@ -238,7 +242,8 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
         "oversized_buckets": oversized["buckets"],
         "unlinked_bucket_members": int(oversized["unlinked"]),
         "released_from_chains": released,
-        "components": components.assignment.select("component").distinct().count() if edge_count else 0,
+        "components": (components.count if components.count is not None
+                       else components.assignment.select("component").distinct().count()),
         "cc_iterations": components.iterations,
         "against": against,
     }

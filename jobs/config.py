@@ -75,14 +75,23 @@ def _build(cls: type[T], data: dict, prefix: str = "", base: T | None = None) ->
     return cls(**kwargs)
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
-    node = data
-    *parents, leaf = dotted.split(".")
-    for part in parents:
+def _set_dotted(cls: type, data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c` in `data`, walking `cls`'s fields: under a plain mapping field (such as spark.conf)
+    the rest of the key is one entry name, dots included (`--set spark.conf.spark.ui.enabled=false`)."""
+    node, tp, parts = data, cls, dotted.split(".")
+    while len(parts) > 1:
+        part = parts.pop(0)
+        hint = typing.get_type_hints(tp).get(part) if dataclasses.is_dataclass(tp) else None
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set '{dotted}': '{part}' is not a mapping")
-    node[leaf] = value
+        tp = hint
+        if typing.get_origin(hint) is dict:
+            if not dataclasses.is_dataclass(typing.get_args(hint)[1]):
+                parts = [".".join(parts)]
+            elif len(parts) > 1:  # the entry's name, then its dataclass's fields
+                node, tp = node.setdefault(parts.pop(0), {}), typing.get_args(hint)[1]
+    node[parts[0]] = value
 
 
 def parse_set_option(assignment: str) -> tuple[str, Any]:
@@ -104,7 +113,7 @@ def load_config(cls: type[T], path: str | None = None, overrides: dict[str, Any]
         data = loaded or {}
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(data, dotted, value)
+            _set_dotted(cls, data, dotted, value)
     try:
         return _build(cls, data)
     except ConfigError as err:

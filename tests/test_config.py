@@ -53,3 +53,9 @@ def test_set_option_parses_yaml_values():
 def test_reference_lists_every_leaf():
     keys = [row[0] for row in reference(CurateConfig)]
     assert "ingest.text_field" in keys and "signals.c4.require_terminal_punct" in keys and "thresholds" in keys
+
+
+def test_set_reaches_a_mapping_entry_whose_name_has_dots():
+    """Spark settings are dotted names: `--set spark.conf.spark.ui.enabled=false` sets one entry."""
+    cfg = load_config(CurateConfig, None, {"spark.conf.spark.ui.enabled": "false", "spark.partitions": 2})
+    assert cfg.spark.conf == {"spark.ui.enabled": "false"} and cfg.spark.partitions == 2

@@ -19,10 +19,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPARK_SUBMIT = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")  # no PATH needed
 
 
-def _components(spark, pairs, partitions=5):
+def _components(spark, pairs, partitions=5, driver_max_edges=0):
     edges = spark.createDataFrame(pairs, "src string, dst string").repartition(partitions)
-    result = connected_components(edges)
+    result = connected_components(edges, edge_count=len(pairs), driver_max_edges=driver_max_edges)
     return {r["node"]: r["component"] for r in result.assignment.collect()}
+
+
+def test_components_on_the_driver_equal_the_distributed_ones(spark):
+    rng = random.Random(11)
+    nodes = [f"d{i:03d}" for i in range(120)]
+    pairs = [(rng.choice(nodes), rng.choice(nodes)) for _ in range(90)]  # loops, repeats, chains and stars
+    distributed = _components(spark, pairs)
+    assert _components(spark, pairs, driver_max_edges=len(pairs)) == distributed
+    assert len(set(distributed.values())) > 5
 
 
 def test_components_transitive_chain(spark):
