@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
-# benchmarks/tokenize.py would shadow the standard library: put the repository first instead of this folder
+# runs from a checkout without an install: the repository, not this folder, goes first on sys.path
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
@@ -35,9 +35,9 @@ from pathlib import Path
 import pyarrow
 import pyspark
 
-from dataprep import storage
-from dataprep.sample import write_sample, write_sample_pairs
 from jobs.package import build_zip
+from schemas import storage
+from schemas.sample import write_sample, write_sample_pairs
 from tests.infra import REPO, free_port, moto_server, spark_submit, standalone_cluster
 
 TIMEOUT_S = 3600

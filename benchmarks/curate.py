@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-# benchmarks/tokenize.py would shadow the standard library: put the repository first instead of this folder
+# runs from a checkout without an install: the repository, not this folder, goes first on sys.path
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
@@ -23,10 +23,10 @@ import tempfile
 import time
 
 from dataprep.curate import CurateConfig, run_curate
-from dataprep.sample import prose_documents
 from dataprep.spark import SparkConfig, spark_session
 from quality.signals import DocumentScorer, SignalConfig
 from quality.text import normalize_text
+from schemas.sample import prose_documents
 
 DATATROVE_SCRIPT = r"""
 import json, sys, time

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-# benchmarks/tokenize.py would shadow the standard library: put the repository first instead of this folder
+# runs from a checkout without an install: the repository, not this folder, goes first on sys.path
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataprep.dedup import DedupConfig, run_dedup
-from dataprep.sample import edit_words, prose_documents
 from dataprep.spark import SparkConfig, spark_session
 from quality.minhash import ShingleHasher, jaccard, lsh_params, shingle_words, signatures
+from schemas.sample import edit_words, prose_documents
 
 
 def table(header: tuple, rows: list[tuple]) -> str:

@@ -35,13 +35,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from dataprep import storage
-from dataprep.sample import write_sample, write_sample_pairs
-from dataprep.tokenize import TokenizeConfig, encode_documents
+from dataprep.tokenize_stage import TokenizeConfig, encode_documents
+from schemas import storage
+from schemas.sample import write_sample, write_sample_pairs
 from tests import test_faults as faults
 from tests.test_faults_commit import _bytes, _clover
 from tests.token_shards import write_token_shards
-from training.data import CorruptShard, DataConfig, TokenStream
+from training.trainer.data import CorruptShard, DataConfig, TokenStream
 
 
 class Hung(Exception):
@@ -291,8 +291,8 @@ def truncated_checkpoint(row: Row, root: Path, timeout: float) -> None:
 
 def _model(root: Path) -> Path:
     """A Clover tokenizer model (train_model, no Spark) on docstring lines, for the encode and pairs cases."""
-    from dataprep.sample import stdlib_docstrings
-    from dataprep.tokenizer import TokenizerConfig, train_model
+    from dataprep.train_tokenizer import TokenizerConfig, train_model
+    from schemas.sample import stdlib_docstrings
 
     path = root / "tokenizer.model"
     if not path.exists():

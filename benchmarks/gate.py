@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from training.data import DataConfig, MicroBatch, TokenStream
-from training.gate import batch_fraction
+from training.trainer.data import DataConfig, MicroBatch, TokenStream
+from training.trainer.gate import batch_fraction
 
 LOOP_COVERAGE = (1.0, 0.6, 0.4)
 

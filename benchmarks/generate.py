@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from training.generate import generate_batch
-from training.model import Transformer, model_config
-from training.serve import Batcher
+from training.inference.generate import generate_batch
+from training.inference.serve import Batcher
+from training.trainer.model import Transformer, model_config
 
 
 def main() -> None:

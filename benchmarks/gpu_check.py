@@ -5,7 +5,7 @@
 
 Needs only torch, pyarrow, numpy and pyyaml (no pyspark, no Great Expectations, no network, no install
 step); flash-attn is used and checked when it imports. The token shards are synthetic (written by
-training/synthetic.py with a validation record), and the trainer's batch gate judges them as it
+training/trainer/synthetic.py with a validation record), and the trainer's batch gate judges them as it
 would real data. Sections run in order, each timed and isolated: one that fails is recorded with its
 error and the rest still run. `gpu_check.json` and `gpu_check.md` are rewritten after each section,
 so a run cut short still leaves what it measured.
@@ -39,13 +39,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from training import model as model_module
-from training.model import Transformer, model_config, rope_tables
-from training.optim import OptimizerConfig, build_optimizer
-from training.parallelize import ParallelConfig, build_model, init_distributed, shutdown_distributed
-from training.plan import GIB, estimate_memory, flops_per_token, peak_flops
-from training.pretrain import TrainConfig, train
-from training.synthetic import write_token_shards
+from training.trainer import model as model_module
+from training.trainer.model import Transformer, model_config, rope_tables
+from training.trainer.optim import OptimizerConfig, build_optimizer
+from training.trainer.parallelize import ParallelConfig, build_model, init_distributed, shutdown_distributed
+from training.trainer.plan import GIB, estimate_memory, flops_per_token, peak_flops
+from training.trainer.pretrain import TrainConfig, train
+from training.trainer.synthetic import write_token_shards
 
 MFU_GOAL = 0.45
 TOLERANCE = {"output": 2e-2, "grad": 5e-2}  # max |flash - sdpa| / max |sdpa|, bf16
@@ -321,7 +321,7 @@ def _allocated_gib(dev: torch.device) -> float:
 
 def generation(plan: Plan) -> dict:
     """Greedy decoding of a batch of prompts, KV-cached against re-running the prefix."""
-    from training import generate as gen
+    from training.inference import generate as gen
 
     dev = device()
     cfg = model_config(plan.train_model)
@@ -333,7 +333,7 @@ def generation(plan: Plan) -> dict:
     prompts = [torch.randint(4, cfg.vocab_size, (int(n),), generator=generator).tolist()
                for n in torch.randint(64, 129, (plan.gen_batch,), generator=generator)]
     if not hasattr(gen, "generate_batch"):
-        return {"measured": False, "why": "training.generate has no generate_batch (no KV cache yet)"}
+        return {"measured": False, "why": "training.inference.generate has no generate_batch (no KV cache yet)"}
     rates, outputs = {}, {}
     for use_cache in (True, False):
         gen.generate_batch(model, prompts[:2], 8, use_cache=use_cache)  # warm-up
@@ -360,7 +360,7 @@ def _profile_decode(model: Transformer, prompts: list[list[int]], dev: torch.dev
     """Where a short cached decode spends its time: the top operators by self device time and by self CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    from training.generate import generate_batch
+    from training.inference.generate import generate_batch
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=activities) as prof:

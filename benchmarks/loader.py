@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.data import DataConfig, TokenStream
-from training.gate import GateConfig, GatedStream
-from training.model import PRESETS
-from training.plan import PEAK_FLOPS, flops_per_token
-from training.synthetic import write_token_shards
+from training.trainer.data import DataConfig, TokenStream
+from training.trainer.gate import GateConfig, GatedStream
+from training.trainer.model import PRESETS
+from training.trainer.plan import PEAK_FLOPS, flops_per_token
+from training.trainer.synthetic import write_token_shards
 
 H100_MFU = 0.45
 

@@ -16,7 +16,7 @@ import tempfile
 
 import torch
 
-from training.quantize import quantize
+from training.inference.quantize import quantize
 
 
 def main() -> None:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from training.model import model_config
-from training.plan import GIB, estimate_memory
-from training.pretrain import TrainConfig, train
-from training.synthetic import write_token_shards
+from training.trainer.model import model_config
+from training.trainer.plan import GIB, estimate_memory
+from training.trainer.pretrain import TrainConfig, train
+from training.trainer.synthetic import write_token_shards
 
 
 def main() -> None:

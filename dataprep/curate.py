@@ -12,11 +12,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from dataprep import storage
-from dataprep.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_units
 from dataprep.spark import SparkConfig, partitions_for, ship_file, write_parquet
 from dataprep.validate import commit_stage
-from jobs.config import ConfigError, to_dict
 from quality.classifier import FastTextStep, load_model, predict
 from quality.signals import (
     SCORE_RANGES,
@@ -27,7 +24,9 @@ from quality.signals import (
     paper_thresholds,
 )
 from quality.text import normalize_text
-from schemas import QUARANTINE, DatasetSchema, StageReport, documents_schema, rejected_schema
+from schemas import QUARANTINE, DatasetSchema, StageReport, documents_schema, rejected_schema, storage
+from schemas.config import ConfigError, to_dict
+from schemas.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_units
 
 KEPT, REJECTED, QUARANTINED = "documents", "rejected", "quarantine"
 

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from dataprep import storage
 from dataprep.spark import SparkConfig, partitions_for, quarantine_rows, read_parquet, write_parquet
 from dataprep.validate import commit_stage
-from jobs.config import ConfigError, to_dict
 from quality.gate import require_validated
 from quality.minhash import ShingleHasher, band_digests, jaccard, scheme_record, signatures
 from quality.text import normalize_text
-from schemas import QUARANTINE, StageReport
+from schemas import QUARANTINE, StageReport, storage
+from schemas.config import ConfigError, to_dict
 from schemas.datasets import DUPLICATES
 
 FEATURES = pa.schema([

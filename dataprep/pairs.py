@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from dataprep import storage
-from dataprep.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_units
 from dataprep.spark import SparkConfig, partitions_for, ship_file, write_parquet
-from dataprep.tokenizer import load_tokenizer_metadata
+from dataprep.train_tokenizer import load_tokenizer_metadata
 from dataprep.validate import commit_stage
-from jobs.config import ConfigError, to_dict
 from quality.text import normalize_text
-from schemas import QUARANTINE, StageReport
+from schemas import QUARANTINE, StageReport, storage
 from schemas.chat import PAIRS, REMOVED_PAIRS, prompt_ids, response_ids, template_ids
+from schemas.config import ConfigError, to_dict
+from schemas.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_units
 
 KEPT, REMOVED, QUARANTINED = "pairs", "removed", "quarantine"
 RESPONSES = ("chosen", "rejected")

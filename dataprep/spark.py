@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataprep import storage
+from schemas import storage
 
 
 @dataclass

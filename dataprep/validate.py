@@ -10,11 +10,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from dataprep import storage
 from dataprep.spark import read_parquet
 from quality import expectations as suites
 from quality.gate import dataset_record, member_uri
 from quality.signals import SCORE_RANGES, Bounds
+from schemas import storage
 
 # Removal-rate bounds when the stage config sets none: any one reason removing over half the input is a bug.
 DEFAULT_REMOVAL_BOUNDS = {"*": Bounds(max=0.5)}
@@ -94,7 +94,7 @@ def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str)
 
 def _curate_frames(spark, root: str, record: dict) -> dict:
     from dataprep.curate import CurateConfig
-    from jobs.config import build_config
+    from schemas.config import build_config
 
     cfg = build_config(CurateConfig, record["config"])
     documents = read_parquet(spark, storage.join(root, "documents"))

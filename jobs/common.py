@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any, TypeVar
 
-from dataprep.storage import OutputLocked
-from jobs.config import ConfigError, load_config, parse_set_option
 from quality.gate import UnvalidatedDataset
+from schemas.config import ConfigError, load_config, parse_set_option
+from schemas.storage import OutputLocked
 
 T = TypeVar("T")
 

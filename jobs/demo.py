@@ -67,14 +67,14 @@ def run_demo(out_dir: str, cfg: DemoConfig, force: bool = False, spark=None) -> 
     from dataprep.curate import CurateConfig, run_curate
     from dataprep.dedup import DedupConfig, run_dedup
     from dataprep.pairs import PairsConfig, run_prep_pairs
-    from dataprep.sample import write_sample, write_sample_pairs
     from dataprep.spark import SparkConfig, spark_session
-    from dataprep.tokenize import TokenizeConfig, run_tokenize
-    from dataprep.tokenizer import TokenizerConfig, train_tokenizer
+    from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
+    from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
     from quality.gate import require_validated
-    from training.dpo import DPOConfig, run_dpo
-    from training.export import export
-    from training.pretrain import TrainConfig, train
+    from schemas.sample import write_sample, write_sample_pairs
+    from training.inference.export import export
+    from training.trainer.dpo import DPOConfig, run_dpo
+    from training.trainer.pretrain import TrainConfig, train
 
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)

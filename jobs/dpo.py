@@ -27,7 +27,7 @@ def build_parser(prog: str = "clover dpo"):
 @exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover dpo") -> int:
     from jobs.train import print_progress
-    from training.dpo import DPOConfig, run_dpo
+    from training.trainer.dpo import DPOConfig, run_dpo
 
     args = build_parser(prog).parse_args(argv)
     cfg = stage_config(DPOConfig, args, {

@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None, prog: str = "clover export") -> int:
     parser.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
     parser.add_argument("--tokenizer", help="tokenizer directory (default: the one the run was trained with)")
     args = parser.parse_args(argv)
-    from training.export import export
+    from training.inference.export import export
 
     out = export(args.run, args.out, args.dtype, args.tokenizer)
     print(f"export: {args.run} -> {out} ({args.dtype}); serve with: vllm serve {out}")

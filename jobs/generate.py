@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None, prog: str = "clover generate") -> int:
 
 def complete(model_path: str, prompt: str, max_new_tokens: int, temperature: float, top_p: float = 1.0,
              seed: int = 0, raw: bool = False, device: str | None = None) -> str:
-    from training.generate import ChatModel
+    from training.inference.generate import ChatModel
 
     chat = ChatModel(model_path, device)
     context = [chat.ids["bos"], *chat.processor.encode(prompt)] if raw else \

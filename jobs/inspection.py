@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from jobs.config import ConfigError, parse_set_option
 from jobs.report_html import esc, histogram_svg, marked_text, page, table
 from quality.c4 import C4Config
 from quality.evidence import evidence, missing_stop_words
 from quality.signals import SCORE_RANGES, Bounds
+from schemas.config import ConfigError, parse_set_option
 
 FACTORS = (0.75, 0.9, 1.0, 1.1, 1.25)
 BINS = 40

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None, prog: str = "clover judge") -> int:
     parser.add_argument("--guided", action="store_true", help="ask for guided_choice (vLLM, clover serve)")
     parser.add_argument("--limit", type=int, help="ask at most this many new requests, then stop")
     args = parser.parse_args(argv)
-    from training.judge import JudgeConfig, judge_candidates
+    from training.preference.judge import JudgeConfig, judge_candidates
 
     cfg = stage_config(JudgeConfig, args, {
         "template": args.template, "model": args.model_name, "api_key_env": args.api_key_env,

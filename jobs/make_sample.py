@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from dataprep.sample import write_sample, write_sample_pairs
+from schemas.sample import write_sample, write_sample_pairs
 
 
 def main(argv: list[str] | None = None, prog: str = "clover make-sample") -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training.model import PRESETS
-from training.plan import format_plan
+from training.trainer.model import PRESETS
+from training.trainer.plan import format_plan
 
 
 def main(argv: list[str] | None = None, prog: str = "clover plan") -> int:

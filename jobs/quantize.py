@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None, prog: str = "clover quantize") -> int:
     parser.add_argument("--calibration-length", type=int, default=512)
     parser.add_argument("--eval-samples", type=int, default=32)
     args = parser.parse_args(argv)
-    from training.quantize import quantize
+    from training.inference.quantize import quantize
 
     try:
         report = quantize(args.source, args.out, args.calibration_samples, args.calibration_length, args.eval_samples)

@@ -30,7 +30,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 @exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover review") -> int:
-    from training.review import ReviewConfig, export_sheet, import_decisions
+    from training.preference.review import ReviewConfig, export_sheet, import_decisions
 
     args = build_parser(prog).parse_args(argv)
     cfg = stage_config(ReviewConfig, args, {})

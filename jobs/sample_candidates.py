@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None, prog: str = "clover sample-candidates") 
     args = parser.parse_args(argv)
     if args.model.startswith(("http://", "https://")) and not args.tokenizer:
         parser.error("--tokenizer is required with a URL --model: the served `clover export` directory")
-    from training.candidates import SamplingConfig, sample_candidates
+    from training.preference.candidates import SamplingConfig, sample_candidates
 
     temperatures = [float(t) for t in args.temperatures.split(",")] if args.temperatures else None
     cfg = stage_config(SamplingConfig, args, {"temperatures": temperatures, "per_temperature": args.per_temperature,

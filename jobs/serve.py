@@ -9,7 +9,7 @@ import sys
 
 
 def main(argv: list[str] | None = None, prog: str = "clover serve") -> int:
-    from training.serve import ServeOptions
+    from training.inference.serve import ServeOptions
 
     defaults = ServeOptions()
     parser = argparse.ArgumentParser(prog=prog, description=(
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None, prog: str = "clover serve") -> int:
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch_rows,
                         help="sequences (prompts x n) decoded together")
     args = parser.parse_args(argv)
-    from training.generate import ChatModel
-    from training.serve import make_server
+    from training.inference.generate import ChatModel
+    from training.inference.serve import make_server
 
     options = ServeOptions(api_key=args.api_key, max_body_bytes=args.max_body_bytes, read_timeout=args.read_timeout,
                            max_connections=args.max_connections, batch_window=args.batch_window_ms / 1000,

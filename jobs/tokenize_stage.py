@@ -1,11 +1,11 @@
-"""`clover tokenize`: packed, shuffled token shards with a manifest (`jobs/tokenize.py` for spark-submit)."""
+"""`clover tokenize`: packed, shuffled token shards with a manifest (`jobs/tokenize_stage.py` for spark-submit)."""
 
 from __future__ import annotations
 
 import sys
 
 from dataprep.spark import spark_session
-from dataprep.tokenize import TokenizeConfig, run_tokenize
+from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
 from jobs.common import (
     add_spark_arguments,
     add_validation_arguments,

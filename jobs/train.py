@@ -6,7 +6,7 @@ import os
 import sys
 
 from jobs.common import exit_on_config_error, stage_config, stage_parser
-from training.model import PRESETS
+from training.trainer.model import PRESETS
 
 DESCRIPTION = ("Pretrain a Clover preset with FSDP on validated token shards, through the repeated n-gram "
                "batch gate. Running the same command again resumes from the newest complete checkpoint.")
@@ -28,7 +28,7 @@ def build_parser(prog: str = "clover train"):
 
 @exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover train") -> int:
-    from training.pretrain import TrainConfig, train
+    from training.trainer.pretrain import TrainConfig, train
 
     args = build_parser(prog).parse_args(argv)
     cfg = stage_config(TrainConfig, args, {

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from dataprep import storage
 from jobs.common import exit_on_config_error, stage_config, stage_parser
-from jobs.config import ConfigError, to_dict
 from quality.classifier import load_model, one_line, precision_recall
+from schemas import storage
+from schemas.config import ConfigError, to_dict
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from dataprep import storage
 from dataprep.spark import SparkConfig, spark_session
-from dataprep.tokenizer import TokenizerConfig, train_tokenizer
+from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
 from jobs.common import add_validation_arguments, exit_on_config_error, stage_config, stage_parser
 from quality.gate import require_validated
+from schemas import storage
 
 
 @exit_on_config_error

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import posixpath
 
-from dataprep import storage
+from schemas import storage
 
 RECORD_FILES = ("manifest.json", "report.json", "validation.json")  # validation.json: `clover validate --kind`
 

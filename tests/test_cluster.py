@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from dataprep.curate import CurateConfig, run_curate
-from dataprep.sample import write_sample
-from dataprep.tokenize import TokenizeConfig, run_tokenize
-from dataprep.tokenizer import TokenizerConfig, train_tokenizer
+from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
+from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
 from jobs.package import build_zip
+from schemas.sample import write_sample
 from tests.infra import free_port, spark_submit, standalone_cluster
 
 pytestmark = pytest.mark.cluster
@@ -43,7 +43,7 @@ def test_curate_and_tokenize_on_the_cluster_write_the_bytes_of_local(spark, spar
     train_tokenizer(spark, str(tmp_path / "curated" / "documents"), str(tmp_path / "tokenizer"),
                     TokenizerConfig(vocab_size=400, sample_docs=200))
     flags = ["--tokenizer", str(tmp_path / "tokenizer"), "--seq-len", "64", "--allow-unvalidated"]
-    spark_submit(spark_cluster, py_files, "tokenize.py", str(tmp_path / "curated"), "--out", str(tmp_path / "cluster-tokens"),
+    spark_submit(spark_cluster, py_files, "tokenize_stage.py", str(tmp_path / "curated"), "--out", str(tmp_path / "cluster-tokens"),
                  *flags)
     run_tokenize(spark, str(tmp_path / "curated"), str(tmp_path / "tokenizer"), str(tmp_path / "tokens"),
                  TokenizeConfig(seq_len=64), allow_unvalidated=True)

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from dataprep.curate import CurateConfig
-from jobs.config import ConfigError, load_config, parse_set_option, reference
+from schemas.config import ConfigError, load_config, parse_set_option, reference
 
 
 def _write(tmp_path, data):

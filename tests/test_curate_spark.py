@@ -13,10 +13,10 @@ import pytest
 import zstandard
 
 from dataprep.curate import CurateConfig, run_curate
-from dataprep.sample import stdlib_docstrings
-from jobs.config import load_config
 from quality.signals import DocumentScorer, SignalConfig, first_failing_rule, paper_thresholds
 from schemas import ReportMismatch, StageReport
+from schemas.config import load_config
+from schemas.sample import stdlib_docstrings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPARK_SUBMIT = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")  # no PATH needed

@@ -12,8 +12,8 @@ import pytest
 
 from dataprep.components import connected_components
 from dataprep.dedup import DedupConfig, run_dedup
-from dataprep.sample import edit_words, stdlib_docstrings
 from schemas import StageReport
+from schemas.sample import edit_words, stdlib_docstrings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPARK_SUBMIT = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")  # no PATH needed

@@ -13,8 +13,8 @@ import torch
 
 from schemas.chat import PAIRS
 from tests.token_shards import write_token_shards
-from training.dpo import DPOConfig, build_batch, dpo_loss, run_dpo
-from training.pretrain import TrainConfig, train
+from training.trainer.dpo import DPOConfig, build_batch, dpo_loss, run_dpo
+from training.trainer.pretrain import TrainConfig, train
 
 
 def test_loss_is_the_writeups_formula_in_float64():

@@ -11,9 +11,9 @@ import torch
 
 from schemas.chat import prompt_ids, template_ids
 from tests.token_shards import docstring_tokenizer, write_token_shards
-from training.export import export, load_any, load_run
-from training.generate import generate
-from training.pretrain import TrainConfig, train
+from training.inference.export import export, load_any, load_run
+from training.inference.generate import generate
+from training.trainer.pretrain import TrainConfig, train
 
 transformers = pytest.importorskip("transformers")
 

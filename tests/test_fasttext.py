@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataprep.curate import CurateConfig, run_curate
-from dataprep.sample import stdlib_docstrings
-from jobs.config import load_config
 from jobs.train_classifier import ClassifierConfig, train_classifier
+from schemas.config import load_config
+from schemas.sample import stdlib_docstrings
 
 
 def _junk(rng, words=120):

@@ -20,17 +20,17 @@ import zstandard
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dataprep.ingest import RAW, IngestConfig, parquet_units, read_unit
 from dataprep.pairs import PairsConfig, _PairParser
-from dataprep.sample import stdlib_docstrings
-from dataprep.tokenize import TokenizeConfig, encode_documents, split_text
-from dataprep.tokenizer import CHAT_TOKENS, RESERVED_TOKENS, TokenizerConfig, train_model
+from dataprep.tokenize_stage import TokenizeConfig, encode_documents, split_text
+from dataprep.train_tokenizer import CHAT_TOKENS, RESERVED_TOKENS, TokenizerConfig, train_model
 from quality.gate import UnsafeManifestPath
+from schemas.ingest import RAW, IngestConfig, parquet_units, read_unit
+from schemas.sample import stdlib_docstrings
 from tests.token_shards import write_token_shards
-from training.checkpoint import complete_checkpoints
-from training.data import CorruptShard, DataConfig, TokenStream
-from training.gate import GateConfig, GatedStream
-from training.pretrain import TrainConfig, train
+from training.trainer.checkpoint import complete_checkpoints
+from training.trainer.data import CorruptShard, DataConfig, TokenStream
+from training.trainer.gate import GateConfig, GatedStream
+from training.trainer.pretrain import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("dataprep", "jobs", "quality", "schemas", "training", "benchmarks")
@@ -395,7 +395,7 @@ def test_fuzzed_pair_bytes_never_raise(tmp_path, model_file, data):
 
 def test_dpo_on_raw_pairs_says_to_run_prep_pairs(tmp_path):
     from quality.gate import UnvalidatedDataset
-    from training.dpo import PairsDataConfig, PairStream
+    from training.trainer.dpo import PairsDataConfig, PairStream
 
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from dataprep import storage
 from dataprep.curate import CurateConfig, run_curate
-from dataprep.sample import write_sample
+from schemas import storage
+from schemas.sample import write_sample
 
 REPO = Path(__file__).resolve().parents[1]
 

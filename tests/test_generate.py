@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from training.generate import _allocate_cache, generate, generate_batch
-from training.model import Transformer, model_config
-from training.serve import Batcher
+from training.inference.generate import _allocate_cache, generate, generate_batch
+from training.inference.serve import Batcher
+from training.trainer.model import Transformer, model_config
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import polars as pl
 import pytest
 
 from dataprep.curate import CurateConfig, run_curate
-from dataprep.sample import write_sample
-from jobs.config import ConfigError, load_config
 from jobs.inspection import FACTORS, CurateView, apply_sets, build_report, funnel_counts, main, whatif
 from jobs.report_html import esc
 from quality.document import DocumentView
 from quality.evidence import evidence, mask_spans
 from quality.repetition import repeated_ngram_mask
+from schemas.config import ConfigError, load_config
+from schemas.sample import write_sample
 
 SPAM = "buy cheap pills now at the best online store today "
 PROSE = ("The river runs to the sea and the town grew with it. People of the valley have kept the old road. "

@@ -88,7 +88,7 @@ def test_against_refuses_an_index_made_with_other_minhash_parameters(tmp_path):
     import json
 
     from dataprep.dedup import DedupConfig, _read_index
-    from jobs.config import ConfigError
+    from schemas.config import ConfigError
 
     cfg = DedupConfig()
     params = cfg.index_params()

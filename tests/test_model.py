@@ -6,9 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training import model as model_module
-from training.model import PRESETS, Transformer, apply_rope, causal_attention, model_config, rope_tables
-from training.plan import block_activation_bytes_per_token, flops_per_token, param_count, peak_flops
+from training.trainer import model as model_module
+from training.trainer.model import (
+    PRESETS,
+    Transformer,
+    apply_rope,
+    causal_attention,
+    model_config,
+    rope_tables,
+)
+from training.trainer.plan import block_activation_bytes_per_token, flops_per_token, param_count, peak_flops
 
 
 def test_clover_12b_preset_is_the_writeups_model():

@@ -10,8 +10,8 @@ import pytest
 import sentencepiece as spm
 
 from dataprep.pairs import PairsConfig, run_prep_pairs, truncate
-from dataprep.sample import stdlib_docstrings, write_sample_pairs
 from schemas.chat import prompt_ids, response_ids, template_ids
+from schemas.sample import stdlib_docstrings, write_sample_pairs
 from tests.token_shards import docstring_tokenizer
 
 

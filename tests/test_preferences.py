@@ -22,13 +22,13 @@ import pytest
 import sentencepiece as spm
 
 from dataprep.pairs import PairsConfig, run_prep_pairs
-from dataprep.sample import sample_pairs
 from schemas.chat import prompt_ids, response_ids, template_ids
+from schemas.sample import sample_pairs
 from tests.token_shards import docstring_tokenizer
-from training.candidates import SamplingConfig, sample_candidates
-from training.export import export
-from training.generate import ChatTokenizer
-from training.judge import (
+from training.inference.export import export
+from training.inference.generate import ChatTokenizer
+from training.preference.candidates import SamplingConfig, sample_candidates
+from training.preference.judge import (
     DEFAULT_TEMPLATE,
     JudgeConfig,
     judge_candidates,
@@ -36,8 +36,15 @@ from training.judge import (
     parse_verdict,
     render,
 )
-from training.pretrain import TrainConfig, train
-from training.review import ReviewConfig, export_sheet, import_decisions, judge_says, read_sheet, write_sheet
+from training.preference.review import (
+    ReviewConfig,
+    export_sheet,
+    import_decisions,
+    judge_says,
+    read_sheet,
+    write_sheet,
+)
+from training.trainer.pretrain import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ = 128
@@ -232,7 +239,7 @@ def test_http_judge_retries_with_backoff_and_records_failures(tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from training.judge import HTTPJudge, RequestFailed
+    from training.preference.judge import HTTPJudge, RequestFailed
 
     calls = []
 

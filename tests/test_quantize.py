@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.test_export import exported  # noqa: F401  (the module fixture: a trained, exported clover-tiny)
-from training.model import Transformer, model_config
-from training.quantize import calibration_ids, group_size
+from training.inference.quantize import calibration_ids, group_size
+from training.trainer.model import Transformer, model_config
 
 
 def test_group_size_divides_every_quantized_layer():
@@ -27,7 +27,7 @@ def test_calibration_is_chat_formatted_sample_text(exported):  # noqa: F811
 
 def test_gptq_w4a16_round_trip(exported, tmp_path):  # noqa: F811
     pytest.importorskip("llmcompressor")
-    from training.quantize import quantize
+    from training.inference.quantize import quantize
 
     _, out, _ = exported
     report = quantize(str(out), str(tmp_path / "q4"), calibration_samples=16, calibration_length=128, eval_samples=8)

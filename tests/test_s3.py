@@ -11,13 +11,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from dataprep import storage
 from dataprep.curate import CurateConfig, run_curate
 from dataprep.dedup import DedupConfig, run_dedup
-from dataprep.sample import write_sample
-from dataprep.tokenize import TokenizeConfig, run_tokenize
-from dataprep.tokenizer import TokenizerConfig, train_tokenizer
+from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
+from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
 from quality.gate import require_validated
+from schemas import storage
+from schemas.sample import write_sample
 
 pytestmark = pytest.mark.s3
 
@@ -88,9 +88,9 @@ def test_a_run_directory_on_s3_resumes_like_local_and_feeds_dpo_and_export(both_
     and resumed, it trains the steps and weights of an uninterrupted local run; DPO and export read it."""
     from tests.test_dpo import dpo_config, write_pairs
     from tests.test_training import losses, tiny_config
-    from training.dpo import run_dpo
-    from training.export import export
-    from training.pretrain import train
+    from training.inference.export import export
+    from training.trainer.dpo import run_dpo
+    from training.trainer.pretrain import train
 
     local, remote = both_runs
     run = "s3://clover-data/runs/pretrain"

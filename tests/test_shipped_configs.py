@@ -5,7 +5,7 @@ import pytest
 
 from dataprep.curate import CurateConfig
 from dataprep.dedup import DedupConfig
-from jobs.config import load_config
+from schemas.config import load_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs", "configs")
 CLASSES = {"curate": CurateConfig, "dedup": DedupConfig}

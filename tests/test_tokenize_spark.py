@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import sentencepiece as spm
 
-from dataprep.sample import stdlib_docstrings
-from dataprep.tokenize import TokenizeConfig, run_tokenize
-from dataprep.tokenizer import CHAT_TOKENS, TokenizerConfig, train_tokenizer
+from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
+from dataprep.train_tokenizer import CHAT_TOKENS, TokenizerConfig, train_tokenizer
 from schemas import StageReport
+from schemas.sample import stdlib_docstrings
 
 SEQ_LEN = 64
 

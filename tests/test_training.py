@@ -16,12 +16,12 @@ import pytest
 from quality.gate import UnvalidatedDataset
 from quality.repetition import repeated_ngram_fraction
 from tests.token_shards import write_token_shards
-from training.checkpoint import steps_to_delete
-from training.data import DataConfig, MicroBatch, TokenStream
-from training.engine import SpikeConfig, _skip_reason
-from training.gate import GateConfig, GatedStream, GateStalled, batch_fraction
-from training.optim import OptimizerConfig, ScheduleConfig, build_optimizer, lr_at
-from training.pretrain import TrainConfig, train
+from training.trainer.checkpoint import steps_to_delete
+from training.trainer.data import DataConfig, MicroBatch, TokenStream
+from training.trainer.engine import SpikeConfig, _skip_reason
+from training.trainer.gate import GateConfig, GatedStream, GateStalled, batch_fraction
+from training.trainer.optim import OptimizerConfig, ScheduleConfig, build_optimizer, lr_at
+from training.trainer.pretrain import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def test_retention_keeps_last_five_and_every_ten_thousandth():
 
 
 def test_weight_decay_groups():
-    from training.model import Transformer, model_config
+    from training.trainer.model import Transformer, model_config
 
     model = Transformer(model_config("clover-tiny"))
     groups = build_optimizer(model, OptimizerConfig()).param_groups

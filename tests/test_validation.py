@@ -9,13 +9,13 @@ import pytest
 
 from dataprep.curate import CurateConfig, run_curate
 from dataprep.dedup import DedupConfig, run_dedup
-from dataprep.sample import stdlib_docstrings
-from dataprep.tokenize import TokenizeConfig, run_tokenize
-from dataprep.tokenizer import TokenizerConfig, train_tokenizer
+from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
+from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
 from dataprep.validate import run_suites, validate_dataset
 from jobs.validate import main as validate_main
 from quality.expectations import preference_pairs_suite
 from quality.gate import UnvalidatedDataset, require_validated
+from schemas.sample import stdlib_docstrings
 
 
 def _failed(result):

@@ -7,15 +7,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from training.synthetic import write_token_shards
+from training.trainer.synthetic import write_token_shards
 
 __all__ = ["docstring_tokenizer", "write_token_shards"]
 
 
 def docstring_tokenizer(spark, root: Path, vocab_size: int = 700, docs: int = 150) -> Path:
     """A small SentencePiece tokenizer trained (by the real stage) on Python docstrings, in root/tokenizer."""
-    from dataprep.sample import stdlib_docstrings
-    from dataprep.tokenizer import TokenizerConfig, train_tokenizer
+    from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
+    from schemas.sample import stdlib_docstrings
 
     texts = stdlib_docstrings()[:docs]
     pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), root / "docs.parquet")

@@ -1,6 +1,6 @@
 """The training engine shared by pretraining and DPO: FSDP model, AdamW, schedule, clipping, skipped
 updates, checkpoints, exact resume and metrics. What is trained on, and the loss, come from an
-`Objective` (training/pretrain.py, training/dpo.py).
+`Objective` (training/trainer/pretrain.py, training/trainer/dpo.py).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from dataprep import storage
-from training import checkpoint
-from training.checkpoint import CheckpointConfig
-from training.metrics import MetricsWriter, mfu, peak_memory_gib
-from training.model import ModelConfig, Transformer, model_config
-from training.optim import OptimizerConfig, ScheduleConfig, build_optimizer, lr_at
-from training.parallelize import (
+from schemas import storage
+from training.trainer import checkpoint
+from training.trainer.checkpoint import CheckpointConfig
+from training.trainer.metrics import MetricsWriter, mfu, peak_memory_gib
+from training.trainer.model import ModelConfig, Transformer, model_config
+from training.trainer.optim import OptimizerConfig, ScheduleConfig, build_optimizer, lr_at
+from training.trainer.parallelize import (
     Distributed,
     ParallelConfig,
     all_reduce_sum,
@@ -45,7 +45,7 @@ class SpikeConfig:
 
 @dataclass
 class EngineConfig:
-    model: str = field(default='clover-12b', metadata={"help": "model preset (training/model.py)"})
+    model: str = field(default='clover-12b', metadata={"help": "model preset (training/trainer/model.py)"})
     model_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "preset fields to change, e.g. vocab_size"})
     micro_batch: int = field(default=2, metadata={"help": "sequences (or pairs) per rank per forward pass"})
     grad_accum: int = field(default=16, metadata={"help": "micro-batches per optimizer step"})
@@ -85,7 +85,7 @@ def run(cfg: EngineConfig, out: str, make_objective: Callable[[Distributed, Mode
     """Train until cfg.max_steps, resuming from RUN/checkpoints when a complete checkpoint exists.
 
     `out` is a local directory or a URI (s3://...): checkpoints go through DCP on that filesystem, the
-    JSON files through dataprep.storage.
+    JSON files through schemas.storage.
     """
     owns_group = not dist.is_initialized()
     dist_info = init_distributed()

@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from dataprep import storage
-from jobs.config import ConfigError, to_dict
+from schemas import storage
+from schemas.config import ConfigError, to_dict
 
 SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
 # Reserved for the chat template (DPO and serving); control symbols are never produced from raw text.

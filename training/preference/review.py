@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import StageReport
-from training.judge import by_pair, group_by, judge_says, load_judgments, rank
+from training.preference.judge import by_pair, group_by, judge_says, load_judgments, rank
 
 SHEET_COLUMNS = ["item", "prompt_id", "why", "prompt", "candidate_a", "answer_a", "candidate_b", "answer_b",
                  "judge_says", "decision", "note"]

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from zstandard import ZstdError as _ZSTD_ERROR
 
-from dataprep.storage import resolve
+from schemas.storage import resolve
 
 _LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # any surrogate escape; pairs are fine
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")

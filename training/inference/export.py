@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from dataprep import storage
+from schemas import storage
 from schemas.chat import ASSISTANT, END, JINJA_TEMPLATE, SYSTEM, USER
-from training import checkpoint
-from training.model import ModelConfig, Transformer, model_config
+from training.trainer import checkpoint
+from training.trainer.model import ModelConfig, Transformer, model_config
 
 SHARD_BYTES = 5 * 1024**3
 CLOVER_CONFIG = "clover_config.json"      # the ModelConfig, for loading an export back without transformers

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import StageReport
-from training.client import Endpoint, RequestFailed
+from training.preference.client import Endpoint, RequestFailed
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "judge-pairwise.txt"
 VERDICT = re.compile(r"\[\[\s*(A|B|tie)\s*\]\]", re.IGNORECASE)
@@ -90,7 +90,7 @@ class LocalJudge:
     """An exported model (or run) on this machine, decoding greedily."""
 
     def __init__(self, path: str, cfg: JudgeConfig):
-        from training.generate import ChatModel
+        from training.inference.generate import ChatModel
 
         self.chat, self.cfg, self.name = ChatModel(path), cfg, path
 
@@ -99,7 +99,7 @@ class LocalJudge:
                    "max_tokens": self.cfg.max_tokens}
         if self.cfg.guided:
             request["guided_choice"] = CHOICES
-        from training.serve import chat_completion
+        from training.inference.serve import chat_completion
 
         return chat_completion(self.chat, request)["choices"][0]["message"]["content"], 1
 

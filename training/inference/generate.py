@@ -18,7 +18,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from schemas.chat import END, messages_ids, template_ids
-from training.model import Transformer
+from training.trainer.model import Transformer
 
 # Attention kernels for decoding. cuDNN's (the first SDPA choice on Hopper with a mask) plans a graph per
 # shape, and the key length grows every step: on an H200 that cost 2.6 ms of CPU per layer per token.
@@ -40,8 +40,8 @@ class ChatTokenizer:
     @classmethod
     def load(cls, path: str) -> ChatTokenizer:
         """From a `clover export` directory, a `clover train-tokenizer` directory or a run directory."""
-        from dataprep import storage
-        from training.export import CLOVER_TOKENIZER, run_tokenizer_dir
+        from schemas import storage
+        from training.inference.export import CLOVER_TOKENIZER, run_tokenizer_dir
 
         if (Path(path) / CLOVER_TOKENIZER).exists():
             return cls(json.loads((Path(path) / CLOVER_TOKENIZER).read_text()), str(Path(path) / "tokenizer.model"))
@@ -59,7 +59,7 @@ class ChatModel(ChatTokenizer):
     call uses the model at a time (`clover serve` batches requests into one call)."""
 
     def __init__(self, path: str, device: str | None = None):
-        from training.export import load_any
+        from training.inference.export import load_any
 
         self.model, meta, tokenizer_model = load_any(path)
         super().__init__(meta, tokenizer_model)

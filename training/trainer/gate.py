@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from quality.repetition import repeated_ngram_fraction
-from training.data import CorruptShard, MicroBatch, TokenStream
+from training.trainer.data import CorruptShard, MicroBatch, TokenStream
 
 
 @dataclass

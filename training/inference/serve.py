@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the server itself needs no torch until a model is handed to it
-    from training.generate import ChatModel
+    from training.inference.generate import ChatModel
 
 Rows = list[tuple[list[int], str]]
 

@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataprep import storage
 from quality.gate import member_uri, require_validated
+from schemas import storage
 
 _REBUILD = "restore it from its source, or run `clover tokenize` again (then `clover validate`)"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from training.model import ModelConfig
+from training.trainer.model import ModelConfig
 
 GIB = 1024**3
 DTYPE_BYTES = {"bf16": 2, "fp32": 4}

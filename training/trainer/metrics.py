@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import torch
 
-from dataprep import storage
-from training.model import ModelConfig
-from training.plan import flops_per_token, peak_flops
+from schemas import storage
+from training.trainer.model import ModelConfig
+from training.trainer.plan import flops_per_token, peak_flops
 
 
 def mfu(cfg: ModelConfig, seq_len: int, tokens_per_s_per_gpu: float, device: torch.device) -> float | None:

@@ -8,7 +8,7 @@ directory without it, or whose files do not match it, is skipped with a warning 
 Local disk and HDFS: the checkpoint is written under `.tmp-step-...` and renamed. Object stores have
 no rename: the directory is written in place, and `COMPLETE`, written last, is the commit point
 (docs/storage.md). DCP reaches object stores through fsspec's wrapper of the pyarrow filesystem
-(`dataprep.storage.resolve`), so no s3fs is needed and the endpoint comes from the same configuration.
+(`schemas.storage.resolve`), so no s3fs is needed and the endpoint comes from the same configuration.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from dataprep import storage
+from schemas import storage
 
 MARKER = "COMPLETE"
 PREFIX = "step-"

@@ -20,14 +20,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from dataprep import storage
 from quality.gate import require_validated
-from training import checkpoint
-from training.data import parquet_row_groups
-from training.engine import EngineConfig, RunResult, run
-from training.model import ModelConfig, Transformer
-from training.optim import ScheduleConfig
-from training.parallelize import Distributed, to_device
+from schemas import storage
+from training.trainer import checkpoint
+from training.trainer.data import parquet_row_groups
+from training.trainer.engine import EngineConfig, RunResult, run
+from training.trainer.model import ModelConfig, Transformer
+from training.trainer.optim import ScheduleConfig
+from training.trainer.parallelize import Distributed, to_device
 
 REFERENCE_SCHEMA = pa.schema([("pair_id", pa.string()), ("ref_chosen_logp", pa.float64()),
                               ("ref_rejected_logp", pa.float64())])

@@ -1,7 +1,7 @@
 """The Clover decoder: RMSNorm, RoPE (rotate-half), grouped-query attention, SwiGLU, untied embeddings.
 
 Reads top to bottom. It knows nothing of parallelism: FSDP, activation checkpointing and compile
-are applied from the outside (training/parallelize.py). The layout of every weight matches Hugging
+are applied from the outside (training/trainer/parallelize.py). The layout of every weight matches Hugging
 Face's LlamaForCausalLM, so export is a renaming with no permutation.
 """
 

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from dataprep import storage
 from dataprep.spark import SparkConfig, quarantine_rows, read_parquet, ship_file, write_parquet
-from dataprep.tokenizer import load_tokenizer_metadata
+from dataprep.train_tokenizer import load_tokenizer_metadata
 from dataprep.validate import commit_stage
-from jobs.config import ConfigError, to_dict
 from quality.gate import require_validated
-from schemas import QUARANTINE, StageReport
+from schemas import QUARANTINE, StageReport, storage
+from schemas.config import ConfigError, to_dict
 from schemas.tokens import MANIFEST_SCHEMA_VERSION, token_dtype, token_shard_schema
 
 PACKED = pa.schema([

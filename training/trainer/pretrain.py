@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dataprep import storage
-from training.data import DataConfig, MicroBatch, TokenStream
-from training.engine import EngineConfig, RunResult, run
-from training.gate import GateConfig, GatedStream, Rejection
-from training.metrics import JsonLines
-from training.model import ModelConfig, Transformer
-from training.parallelize import Distributed, all_gather_floats, to_device
+from schemas import storage
+from training.trainer.data import DataConfig, MicroBatch, TokenStream
+from training.trainer.engine import EngineConfig, RunResult, run
+from training.trainer.gate import GateConfig, GatedStream, Rejection
+from training.trainer.metrics import JsonLines
+from training.trainer.model import ModelConfig, Transformer
+from training.trainer.parallelize import Distributed, all_gather_floats, to_device
 
 
 @dataclass

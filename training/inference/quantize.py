@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataprep.sample import sample_pairs
-from training.export import CLOVER_CONFIG, CLOVER_TOKENIZER
+from schemas.sample import sample_pairs
+from training.inference.export import CLOVER_CONFIG, CLOVER_TOKENIZER
 
 COPIED = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
           CLOVER_CONFIG, CLOVER_TOKENIZER)

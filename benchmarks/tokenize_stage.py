@@ -1,7 +1,7 @@
 """Tokens per second per core of `clover tokenize` (Spark encode, pack, shuffle, Parquet write) against
 raw SentencePiece encoding of the same texts in one process.
 
-    python benchmarks/tokenize.py --docs 50000 --master 'local[2]'
+    python benchmarks/tokenize_stage.py --docs 50000 --master 'local[2]'
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataprep.sample import prose_documents
 from dataprep.spark import SparkConfig, spark_session
-from dataprep.tokenize import TokenizeConfig, run_tokenize
-from dataprep.tokenizer import TokenizerConfig, train_tokenizer
+from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
+from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
+from schemas.sample import prose_documents
 
 
 def main() -> None:
@@ -72,7 +72,7 @@ def main() -> None:
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, master {args.master}, "
           f"{args.docs:,} docs of ~2 KB, vocab {args.vocab_size}, seq_len {args.seq_len}\n"
-          f"`python benchmarks/tokenize.py {' '.join(sys.argv[1:])}`\n\n" + "\n".join(lines))
+          f"`python benchmarks/tokenize_stage.py {' '.join(sys.argv[1:])}`\n\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -24,11 +24,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataprep.ingest import IngestConfig, input_format, parquet_units, read_unit
 from quality.repetition import repeated_ngram_fraction
 from schemas import StageReport
-from training.client import Endpoint, RequestFailed
-from training.gate import GateConfig
+from schemas.ingest import IngestConfig, input_format, parquet_units, read_unit
+from training.preference.client import Endpoint, RequestFailed
+from training.trainer.gate import GateConfig
 
 CANDIDATES = pa.schema([
     ("prompt_id", pa.string()), ("candidate_id", pa.string()), ("prompt", pa.string()), ("temperature", pa.float64()),
@@ -81,8 +81,8 @@ def seed_for(run_seed: int, prompt_id: str, temperature: float) -> int:
 
 def model_sha256(path: str) -> str:
     """A run's newest checkpoint hash, or the hash of an export's weight files."""
-    from training import checkpoint
-    from training.export import CLOVER_CONFIG
+    from training.inference.export import CLOVER_CONFIG
+    from training.trainer import checkpoint
 
     root = Path(path)
     if (root / CLOVER_CONFIG).exists():
@@ -109,7 +109,7 @@ class LocalSampler:
     """A run or export decoded here: per temperature, one KV-cached batch for all the prompts given."""
 
     def __init__(self, path: str, device: str | None):
-        from training.generate import ChatModel
+        from training.inference.generate import ChatModel
 
         self.chat, self.model_hash = ChatModel(path, device), model_sha256(path)
 
@@ -130,7 +130,7 @@ class RemoteSampler:
     are exact, never parsed from text). Token counts and n-grams come from re-encoding the returned text."""
 
     def __init__(self, url: str, tokenizer: str | None, cfg: SamplingConfig):
-        from training.generate import ChatTokenizer
+        from training.inference.generate import ChatTokenizer
 
         if not tokenizer:
             raise ValueError("a URL model needs --tokenizer: the `clover export` directory it serves, or its tokenizer")
