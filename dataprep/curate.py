@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from dataprep.spark import SparkConfig, partitions_for, ship_file, write_parquet
-from dataprep.validate import commit_stage
+from dataprep.spark import SparkConfig, partitions_for, read_parquet, ship_file, write_parquet
+from dataprep.stages import Option, Stage, register
+from dataprep.validate import DEFAULT_REMOVAL_BOUNDS, commit_stage
+from quality import expectations as suites
 from quality.classifier import FastTextStep, load_model, predict
 from quality.signals import (
     SCORE_RANGES,
@@ -25,7 +27,7 @@ from quality.signals import (
 )
 from quality.text import normalize_text
 from schemas import QUARANTINE, DatasetSchema, StageReport, documents_schema, rejected_schema, storage
-from schemas.config import ConfigError, to_dict
+from schemas.config import ConfigError, build_config, to_dict
 from schemas.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_units
 
 KEPT, REJECTED, QUARANTINED = "documents", "rejected", "quarantine"
@@ -181,3 +183,40 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
     report.seconds = round(time.time() - started, 3)
     commit_stage(spark, staging, out, report, validate)
     return report
+
+
+def validation_frames(spark, root: str, record: dict) -> dict:
+    """The kept documents against their score ranges and thresholds; each removal reason's rate against its bound."""
+    cfg = build_config(CurateConfig, record["config"])
+    documents = read_parquet(spark, storage.join(root, "documents"))
+    ranges = {name: SCORE_RANGES.get(name, (0.0, 1.0)) for name in cfg.score_columns()}
+    total = max(record["input"], 1)
+    rates = {reason: count / total for reason, count in record["removed"].items()}
+    frames = {"documents": (documents, suites.documents_suite(ranges, cfg.thresholds))}
+    rate_checks = suites.removal_rate_suite(rates, cfg.removal_rate_bounds or DEFAULT_REMOVAL_BOUNDS)
+    if rate_checks:
+        row = spark.createDataFrame([tuple(rates.values())], ", ".join(f"`rate__{r}` double" for r in rates))
+        frames["removal_rates"] = (row, rate_checks)
+    return frames
+
+
+register(Stage(
+    name="curate",
+    summary="ingest, normalize and quality-gate raw text (Spark)",
+    description="Ingest JSONL/Parquet/.txt, normalize, score quality, and keep, reject or quarantine each record.",
+    config=CurateConfig,
+    run=lambda spark, args, cfg: run_curate(spark, args.inputs, args.out, cfg, validate=not args.no_validate),
+    describe=lambda report, cfg, args: (f"curate: {report.input} in, {report.output} kept, removed {report.removed}, "
+                                        f"quarantined {report.quarantined} -> {args.out}"),
+    inputs=("inputs", "files, directories or globs"),
+    out_help="output directory (documents/, rejected/, quarantine/)",
+    input_kind="raw",
+    validates=("curate",),
+    frames=validation_frames,
+    options=(Option("--text-field", "ingest.text_field"), Option("--id-field", "ingest.id_field",
+                                                                  "input field with the id; derived when absent")),
+    gated_input=False,
+    prepare=lambda cfg, args: cfg.validate(),
+    module=__name__,
+    step=10,
+))

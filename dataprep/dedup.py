@@ -16,23 +16,15 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep.spark import SparkConfig, partitions_for, quarantine_rows, read_parquet, write_parquet
+from dataprep.stages import Option, Stage, register
 from dataprep.validate import commit_stage
+from quality import expectations as suites
 from quality.gate import require_validated
-from quality.minhash import ShingleHasher, band_digests, jaccard, scheme_record, signatures
+from quality.minhash import ShingleHasher, band_digests, jaccard, lsh_params, scheme_record, signatures
 from quality.text import normalize_text
 from schemas import QUARANTINE, StageReport, storage
 from schemas.config import ConfigError, to_dict
-from schemas.datasets import DUPLICATES
-
-FEATURES = pa.schema([
-    ("id", pa.string()),
-    ("exact_hash", pa.string()),
-    ("bands", pa.list_(pa.int64())),
-    ("shingles", pa.list_(pa.int32())),
-    ("score", pa.float64()),
-    ("priority", pa.int32()),
-])
-INDEX_COLUMNS = ("id", "exact_hash", "bands", "shingles")
+from schemas.datasets import DUPLICATES, FEATURES, INDEX_COLUMNS
 
 
 @dataclass
@@ -120,29 +112,68 @@ def _similarities(pairs, shingles):
 @storage.writes_output("out")
 def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | None = None,
               write_index: str | None = None, validate: bool = True, allow_unvalidated: bool = False) -> StageReport:
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    from dataprep.components import connected_components
-
+    """Quarantine, then exact, then near duplicates; write the three outputs, validate, commit."""
     started = time.time()
     cfg.validate()
     gate = require_validated(input_uri, allow_unvalidated)
     source = storage.documents_path(input_uri)
+    docs = _read_documents(spark, source, cfg)
+    staging = storage.staging_dir(out)
+    checkpoints = cfg.checkpoint_dir or (storage.join(staging, "_checkpoints") if _hadoop_reaches(staging) else "")
+    if checkpoints:
+        spark.sparkContext.setCheckpointDir(checkpoints)
+
+    valid, quarantine, repeated = _split_invalid(docs, cfg, source)
+    features = _features_frame(spark, valid, cfg, against).persist()
+    exact_removed, survivors = _exact_duplicates(features)
+    candidates, oversized = _lsh_candidates(survivors, cfg)
+    graph = _similarity_graph(candidates.persist(), survivors, cfg, bool(checkpoints))
+    duplicates = _duplicate_rows(exact_removed, graph.near).persist()
+    kept = (valid.join(duplicates.select("id"), "id", "left_anti")
+            .join(features.where(features["priority"] == 0).select("id", "exact_hash"), "id"))
+
+    num_partitions = partitions_for(cfg.spark, _input_bytes(source))
+    counts, kinds, reasons = _write_outputs(spark, staging, num_partitions, {
+        "documents": kept.select(*valid.columns, "exact_hash"),
+        "duplicates": duplicates.select(*DUPLICATES.names),
+        "quarantine": quarantine.select(*QUARANTINE.names),
+    })
+    if write_index:
+        _write_index(kept.select("id").join(features.select(*INDEX_COLUMNS), "id"), write_index, cfg, num_partitions)
+    for frame in (repeated, features, candidates, graph.edges, duplicates):
+        frame.unpersist()
+
+    report = StageReport(
+        stage="dedup", input=sum(counts.values()), output=counts["documents"],  # every row is in one output
+        removed={f"{kind}_duplicate": n for kind, n in sorted(kinds.items())},
+        quarantined=dict(sorted(reasons.items())), config=to_dict(cfg),
+        extra={"source": source, "input_validation": gate, **graph.stats, **oversized, "against": against},
+    )
+    report.seconds = round(time.time() - started, 3)
+    if checkpoints:
+        storage.remove_dir(checkpoints if cfg.checkpoint_dir else storage.join(staging, "_checkpoints"))
+    commit_stage(spark, staging, out, report, validate)
+    return report
+
+
+def _read_documents(spark, source: str, cfg: DedupConfig):
+    """The input documents, with a clear error when the text or score column is not there."""
     docs = read_parquet(spark, source)
     missing = {"id", cfg.text_column} - set(docs.columns)
     if missing:
         raise ConfigError(f"{source} is not a documents dataset: no column {', '.join(sorted(missing))}")
     if cfg.score_column and cfg.score_column not in docs.columns:
         raise ConfigError(f"score column '{cfg.score_column}' is not in {source} (columns: {', '.join(docs.columns)})")
-    staging = storage.staging_dir(out)
-    checkpoints = cfg.checkpoint_dir or (storage.join(staging, "_checkpoints") if _hadoop_reaches(staging) else "")
-    if checkpoints:
-        spark.sparkContext.setCheckpointDir(checkpoints)
+    return docs
 
-    # Quarantine: rows without id or text, and every repeat of an id (the first by content hash stays).
-    # Repeated ids are found on the ids alone; only their rows are ranked, so the text is not shuffled.
+
+def _split_invalid(docs, cfg: DedupConfig, source: str):
+    """(valid, quarantine, repeated ids): rows without id or text, and every repeat of an id (the first by
+    content hash stays). Repeated ids are found on the ids alone; only their rows are ranked, so the text
+    is not shuffled."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     repeated = (docs.where(F.col("id").isNotNull()).groupBy("id").count().where(F.col("count") > 1)
                 .select("id", F.lit(True).alias("_repeated")).persist())
     marked = docs.join(F.broadcast(repeated), "id", "left").select(*docs.columns, "_repeated")
@@ -152,25 +183,45 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
                .unionByName(marked.where(F.col("_repeated"))
                             .withColumn("_reason", F.coalesce(missing_reason, F.when(rank > 1, "duplicate_id"))))
                .drop("_repeated"))
-    valid = flagged.where(F.col("_reason").isNull()).drop("_reason")
-    quarantine = quarantine_rows(flagged, source)
+    return flagged.where(F.col("_reason").isNull()).drop("_reason"), quarantine_rows(flagged, source), repeated
+
+
+def _features_frame(spark, valid, cfg: DedupConfig, against: str | None):
+    """Exact hash, band digests and shingles per document; an --against index joins with priority 1."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     score = F.col(cfg.score_column).cast("double") if cfg.score_column else F.lit(None).cast("double")
     features = (valid.select("id", F.col(cfg.text_column).alias("text"), score.alias("score"))
                 .mapInArrow(_features(cfg), from_arrow_schema(FEATURES)))
-    if against:
-        features = features.unionByName(_read_index(spark, against, cfg))
-    features = features.persist()
-    rank_order = [F.desc("priority"), F.desc_nulls_last("score"), F.asc("id")]
+    return features.unionByName(_read_index(spark, against, cfg)) if against else features
 
-    # Exact duplicates: one survivor per hash.
-    exact_window = Window.partitionBy("exact_hash").orderBy(*rank_order)
+
+def _rank_order():
+    """Who survives: indexed documents, then the higher score, then the smaller id."""
+    from pyspark.sql import functions as F
+
+    return [F.desc("priority"), F.desc_nulls_last("score"), F.asc("id")]
+
+
+def _exact_duplicates(features):
+    """(removed, survivors): one survivor per exact hash."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    exact_window = Window.partitionBy("exact_hash").orderBy(*_rank_order())
     ranked = (features.withColumn("_rank", F.row_number().over(exact_window))
               .withColumn("_rep", F.first("id").over(exact_window)))
-    exact_removed = ranked.where(F.col("_rank") > 1).select("id", F.col("_rep").alias("exact_kept"), "priority")
-    survivors = ranked.where(F.col("_rank") == 1).drop("_rank", "_rep")
+    removed = ranked.where(F.col("_rank") > 1).select("id", F.col("_rep").alias("exact_kept"), "priority")
+    return removed, ranked.where(F.col("_rank") == 1).drop("_rank", "_rep")
 
-    # LSH: one 64-bit digest per band is shuffled; each bucket becomes star edges to its smallest id.
+
+def _lsh_candidates(survivors, cfg: DedupConfig):
+    """(candidate pairs, oversized-bucket stats): one 64-bit digest per band is shuffled; each bucket
+    becomes star edges to its smallest id, up to max_bucket_size members."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     members = survivors.where(F.size("shingles") > 0).select("id", F.posexplode("bands").alias("band", "digest"))
     bucket = Window.partitionBy("band", "digest")
     members = (members.withColumn("_pos", F.row_number().over(bucket.orderBy("id")))
@@ -180,88 +231,94 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
         F.count("*").alias("buckets"), F.coalesce(F.sum(F.col("_size") - cfg.max_bucket_size), F.lit(0)).alias("unlinked")
     ).first()
     candidates = (members.where((F.col("_pos") > 1) & (F.col("_pos") <= cfg.max_bucket_size))
-                  .select(F.col("id").alias("src"), F.col("_root").alias("dst")).distinct()).persist()
+                  .select(F.col("id").alias("src"), F.col("_root").alias("dst")).distinct())
+    return candidates, {"oversized_buckets": oversized["buckets"], "unlinked_bucket_members": int(oversized["unlinked"])}
+
+
+@dataclass
+class _Graph:
+    near: object  # DataFrame(node, component, kept_id, _rank, priority): every member of a near-duplicate component
+    edges: object
+    stats: dict
+
+
+def _similarity_graph(candidates, survivors, cfg: DedupConfig, reliable: bool) -> _Graph:
+    """Verified edges, their connected components, and each component's representative."""
+    from pyspark.sql import functions as F
+
+    from dataprep.components import connected_components
+
     shingles = survivors.select("id", "shingles")
-    if cfg.verify:
-        edges = (_similarities(candidates, shingles).where(F.col("similarity") >= cfg.threshold)
-                 .select("src", "dst").persist())
-    else:
-        edges = candidates
+    edges = (_similarities(candidates, shingles).where(F.col("similarity") >= cfg.threshold).select("src", "dst").persist()
+             if cfg.verify else candidates)
     # Counted once, for the report and to spare the jobs of an empty or small graph.
     candidate_count = candidates.count()
     edge_count = edges.count() if cfg.verify and candidate_count else candidate_count
-    components = connected_components(edges, cfg.max_iterations, reliable=bool(checkpoints), edge_count=edge_count,
+    components = connected_components(edges, cfg.max_iterations, reliable=reliable, edge_count=edge_count,
                                       driver_max_edges=cfg.driver_components_max_edges)
+    near, released = _representatives(components.assignment, survivors, cfg, edge_count)
+    stats = {
+        "candidate_pairs": candidate_count,
+        "verified_pairs": edge_count if cfg.verify else None,
+        "released_from_chains": released,
+        "components": (components.count if components.count is not None
+                       else components.assignment.select("component").distinct().count()),
+        "cc_iterations": components.iterations,
+    }
+    return _Graph(near, edges, stats)
 
-    # Near duplicates: the representative of a component is the best-ranked member.
-    near = components.assignment.join(survivors.select(F.col("id").alias("node"), "score", "priority"), "node")
+
+def _representatives(assignment, survivors, cfg: DedupConfig, edge_count: int):
+    """(members with their kept_id, released): the best-ranked member represents its component.
+
+    A chain A~B~C can join documents that are not alike: a member is removed only if it is itself similar
+    to the document that replaces it; otherwise it stays, as its own representative."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    near = assignment.join(survivors.select(F.col("id").alias("node"), "score", "priority"), "node")
     comp_window = Window.partitionBy("component").orderBy(F.desc("priority"), F.desc_nulls_last("score"), F.asc("node"))
     near = (near.withColumn("_rank", F.row_number().over(comp_window))
             .withColumn("kept_id", F.first("node").over(comp_window)))
-    released = 0
-    if cfg.verify and edge_count:
-        # A chain A~B~C can join documents that are not alike: a member is removed only if it is itself
-        # similar to the document that replaces it; otherwise it stays, as its own representative.
-        to_check = near.where(F.col("_rank") > 1).select(F.col("node").alias("src"), F.col("kept_id").alias("dst"))
-        unlike = (_similarities(to_check, shingles).where(F.col("similarity") < cfg.threshold)
-                  .select(F.col("src").alias("node"), F.lit(True).alias("_released")).localCheckpoint())
-        released = unlike.count()
-        near = (near.join(unlike, "node", "left")
-                .withColumn("kept_id", F.when(F.col("_released"), F.col("node")).otherwise(F.col("kept_id")))
-                .withColumn("_rank", F.when(F.col("_released"), F.lit(1)).otherwise(F.col("_rank"))))
+    if not (cfg.verify and edge_count):
+        return near, 0
+    to_check = near.where(F.col("_rank") > 1).select(F.col("node").alias("src"), F.col("kept_id").alias("dst"))
+    unlike = (_similarities(to_check, survivors.select("id", "shingles")).where(F.col("similarity") < cfg.threshold)
+              .select(F.col("src").alias("node"), F.lit(True).alias("_released")).localCheckpoint())
+    released = unlike.count()
+    near = (near.join(unlike, "node", "left")
+            .withColumn("kept_id", F.when(F.col("_released"), F.col("node")).otherwise(F.col("kept_id")))
+            .withColumn("_rank", F.when(F.col("_released"), F.lit(1)).otherwise(F.col("_rank"))))
+    return near, released
+
+
+def _duplicate_rows(exact_removed, near):
+    """The removed documents of this dataset, each with its cluster and the document that replaced it.
+    An exact duplicate points at its hash group's survivor, or at whatever replaced that survivor."""
+    from pyspark.sql import functions as F
+
     near_removed = near.where(F.col("_rank") > 1).select(
         F.col("node").alias("id"), F.col("component").alias("cluster_id"), "kept_id", F.lit("near").alias("kind"),
         "priority")
-    # An exact duplicate points at its hash group's survivor, or at whatever replaced that survivor.
     exact_final = (exact_removed.join(near.select(F.col("node").alias("exact_kept"), "component",
                                                   F.col("kept_id").alias("near_kept")), "exact_kept", "left")
                    .select("id", F.coalesce("component", "exact_kept").alias("cluster_id"),
                            F.coalesce("near_kept", "exact_kept").alias("kept_id"), F.lit("exact").alias("kind"),
                            "priority"))
-    duplicates = (exact_final.unionByName(near_removed).where(F.col("priority") == 0).drop("priority")).persist()
-    kept = (valid.join(duplicates.select("id"), "id", "left_anti")
-            .join(features.where(F.col("priority") == 0).select("id", "exact_hash"), "id"))
+    return exact_final.unionByName(near_removed).where(F.col("priority") == 0).drop("priority")
 
-    num_partitions = partitions_for(cfg.spark, _input_bytes(source))
-    outputs = {
-        "documents": kept.select(*valid.columns, "exact_hash"),
-        "duplicates": duplicates.select(*DUPLICATES.names),
-        "quarantine": quarantine.select(*QUARANTINE.names),
-    }
+
+def _write_outputs(spark, staging: str, num_partitions: int, outputs: dict) -> tuple[dict, dict, dict]:
+    """(rows per output, duplicates per kind, quarantined per reason), the last two read back from the files."""
     counts = {}
     for name, frame in outputs.items():
         ordered = frame.repartition(num_partitions, "id").sortWithinPartitions("id")
         counts[name] = sum(f["rows"] for f in write_parquet(ordered, storage.join(staging, name)))
-    kinds = {r["kind"]: r["count"] for r in read_parquet(spark, storage.join(staging, "duplicates"), ["kind"]).groupBy("kind").count().collect()}
-    reasons = {r["reason"]: r["count"] for r in read_parquet(spark, storage.join(staging, "quarantine"), ["reason"]).groupBy("reason").count().collect()}
-    total = sum(counts.values())  # every input row is in exactly one of the three outputs
-    stats = {
-        "candidate_pairs": candidate_count,
-        "verified_pairs": edge_count if cfg.verify else None,
-        "oversized_buckets": oversized["buckets"],
-        "unlinked_bucket_members": int(oversized["unlinked"]),
-        "released_from_chains": released,
-        "components": (components.count if components.count is not None
-                       else components.assignment.select("component").distinct().count()),
-        "cc_iterations": components.iterations,
-        "against": against,
-    }
-    if write_index:
-        _write_index(kept.select("id").join(features.select(*INDEX_COLUMNS), "id"), write_index, cfg, num_partitions)
-    for frame in (repeated, features, candidates, edges, duplicates):
-        frame.unpersist()
-
-    report = StageReport(
-        stage="dedup", input=total, output=counts["documents"],
-        removed={f"{kind}_duplicate": n for kind, n in sorted(kinds.items())},
-        quarantined=dict(sorted(reasons.items())), config=to_dict(cfg),
-        extra={"source": source, "input_validation": gate, **stats},
-    )
-    report.seconds = round(time.time() - started, 3)
-    if checkpoints:
-        storage.remove_dir(checkpoints if cfg.checkpoint_dir else storage.join(staging, "_checkpoints"))
-    commit_stage(spark, staging, out, report, validate)
-    return report
+    kinds = {r["kind"]: r["count"] for r in
+             read_parquet(spark, storage.join(staging, "duplicates"), ["kind"]).groupBy("kind").count().collect()}
+    reasons = {r["reason"]: r["count"] for r in
+               read_parquet(spark, storage.join(staging, "quarantine"), ["reason"]).groupBy("reason").count().collect()}
+    return counts, kinds, reasons
 
 
 def _hadoop_reaches(uri: str) -> bool:
@@ -293,3 +350,59 @@ def _read_index(spark, uri: str, cfg: DedupConfig):
                           "the index with this run's (clover dedup ... --write-index INDEX).")
     return (read_parquet(spark, storage.join(uri, "signatures"))
             .select(*INDEX_COLUMNS, F.lit(None).cast("double").alias("score"), F.lit(1).alias("priority")))
+
+
+def validation_frames(spark, root: str, record: dict) -> dict:
+    """The kept documents, and every duplicate pointing at a document that exists (here or in the index)."""
+    from pyspark.sql import functions as F
+
+    documents = read_parquet(spark, storage.join(root, "documents"))
+    duplicates = read_parquet(spark, storage.join(root, "duplicates"))
+    known = documents.select(F.col("id").alias("kept_id"))
+    against = record.get("against")
+    if against:  # a duplicate of an indexed document points outside this dataset
+        known = known.unionByName(read_parquet(spark, storage.join(against, "signatures"), ["id"]).select(F.col("id").alias("kept_id")))
+    found = known.distinct().withColumn("kept_found", F.lit(True))
+    checked = duplicates.join(found, "kept_id", "left").withColumn("kept_found", F.coalesce("kept_found", F.lit(False)))
+    return {"documents": (documents, suites.dedup_documents_suite()), "duplicates": (checked, suites.duplicates_suite())}
+
+
+def _lsh_from_flags(cfg: DedupConfig, args) -> None:
+    """--threshold or --num-perm also picks bands and rows for the threshold (datasketch's method)."""
+    if args.threshold is not None or args.num_perm is not None:
+        params = lsh_params(cfg.threshold, cfg.num_perm)
+        cfg.bands, cfg.rows = params.bands, params.rows
+
+
+def _describe(report, cfg: DedupConfig, args) -> str:
+    return (f"dedup: {report.input} in, {report.output} kept, removed {report.removed}, "
+            f"quarantined {report.quarantined}; {report.extra['candidate_pairs']} candidate pairs, "
+            f"{report.extra['verified_pairs']} verified, bands {cfg.bands}x{cfg.rows} -> {args.out}")
+
+
+register(Stage(
+    name="dedup",
+    summary="remove exact and MinHash-LSH near-duplicate documents (Spark)",
+    description="Remove exact and near-duplicate documents (MinHash-LSH, verified, clustered on Spark).",
+    config=DedupConfig,
+    run=lambda spark, args, cfg: run_dedup(spark, args.input, args.out, cfg, against=args.against,
+                                           write_index=args.write_index, validate=not args.no_validate,
+                                           allow_unvalidated=args.allow_unvalidated),
+    describe=_describe,
+    inputs=("input", "a documents dataset (or a curate output directory)"),
+    out_help="output directory (documents/, duplicates/, quarantine/)",
+    input_kind="documents",
+    validates=("dedup",),
+    frames=validation_frames,
+    options=(
+        Option("--threshold", "threshold", "Jaccard threshold; with --num-perm it also picks bands and rows "
+                                           "(datasketch's method)"),
+        Option("--num-perm", "num_perm"),
+        Option("--score-column", "score_column"),
+        Option("--against", help="also remove duplicates of an earlier dataset's index", kwargs={"metavar": "INDEX"}),
+        Option("--write-index", help="write the kept documents' signatures for --against", kwargs={"metavar": "INDEX"}),
+    ),
+    prepare=_lsh_from_flags,
+    module=__name__,
+    step=20,
+))

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from dataprep.spark import SparkConfig, partitions_for, ship_file, write_parquet
+from dataprep.spark import SparkConfig, partitions_for, read_parquet, ship_file, write_parquet
+from dataprep.stages import Option, Stage, register
 from dataprep.train_tokenizer import load_tokenizer_metadata
 from dataprep.validate import commit_stage
+from quality import expectations as suites
 from quality.text import normalize_text
 from schemas import QUARANTINE, StageReport, storage
 from schemas.chat import PAIRS, REMOVED_PAIRS, prompt_ids, response_ids, template_ids
@@ -227,3 +229,46 @@ def run_prep_pairs(spark, inputs: list[str], tokenizer_dir: str, out: str, cfg: 
     report.seconds = round(time.time() - started, 3)
     commit_stage(spark, staging, out, report, validate)
     return report
+
+
+def validation_frames(spark, root: str, record: dict) -> dict:
+    """Every pair complete, its answers different, its token ids in the vocabulary and within max_length."""
+    from pyspark.sql import functions as F
+
+    pairs = read_parquet(spark, storage.join(root, "pairs"))
+    checked = pairs.withColumn("chosen_differs", F.col("chosen") != F.col("rejected"))
+    tokenizer = record.get("tokenizer") or {}
+    if "prompt_ids" not in pairs.columns:
+        return {"preference_pairs": (checked, suites.preference_pairs_suite())}
+    every = F.concat("prompt_ids", "chosen_ids", "rejected_ids")
+    checked = checked.select(
+        "pair_id", "prompt", "chosen", "rejected", "chosen_differs",
+        F.size("prompt_ids").alias("prompt_tokens"), F.size("chosen_ids").alias("chosen_tokens"),
+        F.size("rejected_ids").alias("rejected_tokens"), F.array_min(every).alias("min_token_id"),
+        F.array_max(every).alias("max_token_id"),
+        (F.size("prompt_ids") + F.greatest(F.size("chosen_ids"), F.size("rejected_ids"))).alias("pair_tokens"))
+    suite = suites.preference_pairs_suite(tokenizer.get("vocab_size"), record["config"]["max_length"])
+    return {"preference_pairs": (checked, suite)}
+
+
+register(Stage(
+    name="prep-pairs",
+    summary="normalize, deduplicate, tokenize and validate preference pairs (Spark)",
+    description="Normalize, check, deduplicate, tokenize (chat template) and validate preference pairs.",
+    config=PairsConfig,
+    run=lambda spark, args, cfg: run_prep_pairs(spark, args.inputs, args.tokenizer, args.out, cfg,
+                                                validate=not args.no_validate),
+    describe=lambda report, cfg, args: (
+        f"prep-pairs: {report.input} in, {report.output} pairs, removed {report.removed}, quarantined "
+        f"{report.quarantined}, truncated {report.extra['truncated']} -> {args.out}"),
+    inputs=("inputs", "JSONL (.gz/.zst) or Parquet with pair_id, prompt, chosen, rejected[, source, meta]"),
+    out_help="output directory (pairs/, removed/, quarantine/, report.json)",
+    input_kind="pairs",
+    validates=("prep-pairs", "review"),  # `clover review` writes pairs of the same contract, without Spark
+    frames=validation_frames,
+    options=(Option("--tokenizer", help="directory from clover train-tokenizer", kwargs={"required": True}),
+             Option("--max-length", "max_length")),
+    gated_input=False,
+    module=__name__,
+    step=50,
+))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import posixpath
 import time
 from collections.abc import Iterator
@@ -22,21 +23,14 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep.spark import SparkConfig, quarantine_rows, read_parquet, ship_file, write_parquet
+from dataprep.stages import Option, Stage, register
 from dataprep.train_tokenizer import load_tokenizer_metadata
 from dataprep.validate import commit_stage
-from quality.gate import require_validated
+from quality import expectations as suites
+from quality.gate import member_uri, require_validated
 from schemas import QUARANTINE, StageReport, storage
 from schemas.config import ConfigError, to_dict
-from schemas.tokens import MANIFEST_SCHEMA_VERSION, token_dtype, token_shard_schema
-
-PACKED = pa.schema([
-    ("tokens", pa.binary()),  # little-endian ids of the shard's dtype while in Spark; typed lists once written
-    ("num_tokens", pa.int32()),
-    ("doc_starts", pa.list_(pa.int32())),
-    ("pack_partition", pa.int32()),
-    ("pack_index", pa.int64()),
-    ("documents", pa.int32()),  # documents whose </s> is a label in this row
-])
+from schemas.tokens import MANIFEST_SCHEMA_VERSION, PACKED, token_dtype, token_shard_schema
 
 
 @dataclass
@@ -277,3 +271,65 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
     }
     commit_stage(spark, staging, out, report, validate, {"manifest.json": json.dumps(manifest, indent=2) + "\n"})
     return report, json.loads(storage.read_text(storage.join(out, "manifest.json")))
+
+
+def validation_frames(spark, root: str, manifest: dict) -> dict:
+    """Every row in range and EOS-terminated, the totals of the manifest, and each shard as the manifest lists it."""
+    from pyspark.sql import functions as F
+
+    eos = manifest["tokenizer"]["special_ids"]["eos"]
+    shards = read_parquet(spark, storage.join(root, "shards"), file_column="_file")
+    rows = shards.select(F.size("tokens").alias("row_length"), F.array_max("tokens").alias("max_token"), "num_tokens")
+    labels = F.slice("tokens", 2, F.greatest(F.col("num_tokens") - 1, F.lit(1)))
+    eos_labels = F.size(F.filter(labels, lambda t: t == eos))
+    totals = shards.agg(F.sum(eos_labels).alias("eos_labels"), F.sum("documents").alias("documents_column"),
+                        F.count("*").alias("sequences"))
+    on_disk = {os.path.basename(r["_file"]): r for r in shards.groupBy("_file").agg(
+        F.count("*").alias("rows"), F.sum("num_tokens").alias("tokens")).collect()}
+    entries = manifest["shards"]
+    uris = [member_uri(root, e["file"], storage.join(root, "manifest.json")) for e in entries]
+    hashes = (spark.sparkContext.parallelize(uris, max(1, len(entries)))
+              .map(lambda uri: (uri, storage.file_sha256(uri) if storage.exists(uri) else "")).collect())
+    sha = {os.path.basename(uri): digest for uri, digest in hashes}
+    table = []
+    for entry in entries:
+        name = os.path.basename(entry["file"])
+        seen = on_disk.get(name)
+        size = storage.size(storage.join(root, entry["file"])) if sha[name] else -1
+        table.append((entry["file"], bool(sha[name]), bool(seen) and seen["rows"] == entry["rows"],
+                      bool(seen) and seen["tokens"] == entry.get("tokens", seen["tokens"]),
+                      size == entry["bytes"], sha[name] == entry["sha256"]))
+    shard_frame = spark.createDataFrame(
+        table, "file string, file_found boolean, rows_match boolean, tokens_match boolean, bytes_match boolean, "
+               "sha256_match boolean")
+    return {
+        "token_rows": (rows, suites.token_rows_suite(manifest["seq_len"], manifest["tokenizer"]["vocab_size"])),
+        "token_totals": (totals, suites.token_totals_suite(manifest["documents"], manifest["sequences"])),
+        "token_shards": (shard_frame, suites.token_shards_suite()),
+    }
+
+
+def _describe(report, cfg: TokenizeConfig, args) -> str:
+    extra = report.extra
+    return (f"tokenize: {report.input} documents in, {report.output} tokenized into {extra['sequences']} sequences "
+            f"of {cfg.seq_len + 1} ({extra['tokens']} tokens, {extra['shards']} shards) -> {args.out}")
+
+
+register(Stage(
+    name="tokenize",
+    summary="encode, pack and shard documents into token shards with a manifest (Spark)",
+    description="Encode documents, pack rows of seq_len + 1 tokens, write shards and manifest.json.",
+    config=TokenizeConfig,
+    run=lambda spark, args, cfg: run_tokenize(spark, args.input, args.tokenizer, args.out, cfg,
+                                              validate=not args.no_validate, allow_unvalidated=args.allow_unvalidated)[0],
+    describe=_describe,
+    inputs=("input", "a documents dataset (or a curate/dedup output directory)"),
+    out_help="output directory (shards/, manifest.json, report.json)",
+    input_kind="documents",
+    validates=("tokens",),
+    frames=validation_frames,
+    options=(Option("--tokenizer", help="directory from clover train-tokenizer", kwargs={"required": True}),
+             Option("--seq-len", "seq_len")),
+    module=__name__,
+    step=40,
+))

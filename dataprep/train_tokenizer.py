@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from dataprep.stages import Option, Stage, register
+from quality.gate import require_validated
 from schemas import storage
 from schemas.config import ConfigError, to_dict
 
@@ -109,3 +111,29 @@ def train_tokenizer(spark, documents_uri: str, out_dir: str, cfg: TokenizerConfi
 
 def load_tokenizer_metadata(tokenizer_dir: str) -> dict:
     return json.loads(storage.read_text(storage.join(tokenizer_dir, "tokenizer.json")))
+
+
+def _run(spark, args, cfg: TokenizerConfig) -> dict:
+    gate = require_validated(args.input, args.allow_unvalidated)
+    return train_tokenizer(spark, storage.documents_path(args.input), args.out, cfg, input_validation=gate)
+
+
+register(Stage(
+    name="train-tokenizer",
+    summary="train a SentencePiece tokenizer on a Spark sample",
+    description="Train a SentencePiece tokenizer (byte fallback, split digits, chat tokens).",
+    config=TokenizerConfig,
+    run=_run,
+    describe=lambda meta, cfg, args: (
+        f"tokenizer: {meta['vocab_size']} pieces ({meta['model_type']}), trained on {meta['sample']['lines']} "
+        f"lines / {meta['sample']['chars']} chars, sha256 {meta['sha256'][:12]} -> {args.out}"),
+    inputs=("input", "a documents dataset (or a curate/dedup output directory)"),
+    out_help="directory for tokenizer.model and tokenizer.json",
+    input_kind="documents",
+    options=(Option("--vocab-size", "vocab_size"), Option("--model-type", "model_type", kwargs={"choices": ["bpe", "unigram"]}),
+             Option("--sample-docs", "sample_docs")),
+    own_suite=False,
+    spark_partitions=False,
+    module=__name__,
+    step=30,
+))

@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass, field
 
 from dataprep.spark import read_parquet
+from dataprep.stages import Frames, frames_for
 from quality import expectations as suites
 from quality.gate import dataset_record, member_uri
-from quality.signals import SCORE_RANGES, Bounds
+from quality.signals import Bounds
 from schemas import storage
 
 # Removal-rate bounds when the stage config sets none: any one reason removing over half the input is a bug.
@@ -92,91 +93,6 @@ def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str)
                       else os.path.join(local_docs, "index.html"))
 
 
-def _curate_frames(spark, root: str, record: dict) -> dict:
-    from dataprep.curate import CurateConfig
-    from schemas.config import build_config
-
-    cfg = build_config(CurateConfig, record["config"])
-    documents = read_parquet(spark, storage.join(root, "documents"))
-    ranges = {name: SCORE_RANGES.get(name, (0.0, 1.0)) for name in cfg.score_columns()}
-    total = max(record["input"], 1)
-    rates = {reason: count / total for reason, count in record["removed"].items()}
-    frames = {"documents": (documents, suites.documents_suite(ranges, cfg.thresholds))}
-    rate_checks = suites.removal_rate_suite(rates, cfg.removal_rate_bounds or DEFAULT_REMOVAL_BOUNDS)
-    if rate_checks:
-        row = spark.createDataFrame([tuple(rates.values())], ", ".join(f"`rate__{r}` double" for r in rates))
-        frames["removal_rates"] = (row, rate_checks)
-    return frames
-
-
-def _dedup_frames(spark, root: str, record: dict) -> dict:
-    from pyspark.sql import functions as F
-
-    documents = read_parquet(spark, storage.join(root, "documents"))
-    duplicates = read_parquet(spark, storage.join(root, "duplicates"))
-    known = documents.select(F.col("id").alias("kept_id"))
-    against = record.get("against")
-    if against:  # a duplicate of an indexed document points outside this dataset
-        known = known.unionByName(read_parquet(spark, storage.join(against, "signatures"), ["id"]).select(F.col("id").alias("kept_id")))
-    found = known.distinct().withColumn("kept_found", F.lit(True))
-    checked = duplicates.join(found, "kept_id", "left").withColumn("kept_found", F.coalesce("kept_found", F.lit(False)))
-    return {"documents": (documents, suites.dedup_documents_suite()), "duplicates": (checked, suites.duplicates_suite())}
-
-
-def _token_frames(spark, root: str, manifest: dict) -> dict:
-    from pyspark.sql import functions as F
-
-    eos = manifest["tokenizer"]["special_ids"]["eos"]
-    shards = read_parquet(spark, storage.join(root, "shards"), file_column="_file")
-    rows = shards.select(F.size("tokens").alias("row_length"), F.array_max("tokens").alias("max_token"), "num_tokens")
-    labels = F.slice("tokens", 2, F.greatest(F.col("num_tokens") - 1, F.lit(1)))
-    eos_labels = F.size(F.filter(labels, lambda t: t == eos))
-    totals = shards.agg(F.sum(eos_labels).alias("eos_labels"), F.sum("documents").alias("documents_column"),
-                        F.count("*").alias("sequences"))
-    on_disk = {os.path.basename(r["_file"]): r for r in shards.groupBy("_file").agg(
-        F.count("*").alias("rows"), F.sum("num_tokens").alias("tokens")).collect()}
-    entries = manifest["shards"]
-    uris = [member_uri(root, e["file"], storage.join(root, "manifest.json")) for e in entries]
-    hashes = (spark.sparkContext.parallelize(uris, max(1, len(entries)))
-              .map(lambda uri: (uri, storage.file_sha256(uri) if storage.exists(uri) else "")).collect())
-    sha = {os.path.basename(uri): digest for uri, digest in hashes}
-    table = []
-    for entry in entries:
-        name = os.path.basename(entry["file"])
-        seen = on_disk.get(name)
-        size = storage.size(storage.join(root, entry["file"])) if sha[name] else -1
-        table.append((entry["file"], bool(sha[name]), bool(seen) and seen["rows"] == entry["rows"],
-                      bool(seen) and seen["tokens"] == entry.get("tokens", seen["tokens"]),
-                      size == entry["bytes"], sha[name] == entry["sha256"]))
-    shard_frame = spark.createDataFrame(
-        table, "file string, file_found boolean, rows_match boolean, tokens_match boolean, bytes_match boolean, "
-               "sha256_match boolean")
-    return {
-        "token_rows": (rows, suites.token_rows_suite(manifest["seq_len"], manifest["tokenizer"]["vocab_size"])),
-        "token_totals": (totals, suites.token_totals_suite(manifest["documents"], manifest["sequences"])),
-        "token_shards": (shard_frame, suites.token_shards_suite()),
-    }
-
-
-def _pairs_frames(spark, root: str, record: dict) -> dict:
-    from pyspark.sql import functions as F
-
-    pairs = read_parquet(spark, storage.join(root, "pairs"))
-    checked = pairs.withColumn("chosen_differs", F.col("chosen") != F.col("rejected"))
-    tokenizer = record.get("tokenizer") or {}
-    if "prompt_ids" not in pairs.columns:
-        return {"preference_pairs": (checked, suites.preference_pairs_suite())}
-    every = F.concat("prompt_ids", "chosen_ids", "rejected_ids")
-    checked = checked.select(
-        "pair_id", "prompt", "chosen", "rejected", "chosen_differs",
-        F.size("prompt_ids").alias("prompt_tokens"), F.size("chosen_ids").alias("chosen_tokens"),
-        F.size("rejected_ids").alias("rejected_tokens"), F.array_min(every).alias("min_token_id"),
-        F.array_max(every).alias("max_token_id"),
-        (F.size("prompt_ids") + F.greatest(F.size("chosen_ids"), F.size("rejected_ids"))).alias("pair_tokens"))
-    suite = suites.preference_pairs_suite(tokenizer.get("vocab_size"), record["config"]["max_length"])
-    return {"preference_pairs": (checked, suite)}
-
-
 def _foreign_frames(spark, root: str, record: dict) -> dict:
     """A documents or pairs dataset Clover did not write: the columns every later stage relies on."""
     frame = read_parquet(spark, root)
@@ -186,8 +102,12 @@ def _foreign_frames(spark, root: str, record: dict) -> dict:
     return {"preference_pairs": (checked, suites.preference_pairs_suite())}
 
 
-FRAMES = {"curate": _curate_frames, "dedup": _dedup_frames, "tokens": _token_frames, "prep-pairs": _pairs_frames,
-          "review": _pairs_frames, "foreign-documents": _foreign_frames, "foreign-pairs": _foreign_frames}
+# Datasets Clover did not write; a Clover dataset's frames come from the stage that writes it.
+FOREIGN_FRAMES = {"foreign-documents": _foreign_frames, "foreign-pairs": _foreign_frames}
+
+
+def frames_of(kind: str) -> Frames | None:
+    return FOREIGN_FRAMES.get(kind) or frames_for(kind)
 
 
 # `--kind` for datasets Clover did not write: which Clover kinds each covers, the columns it needs.
@@ -219,7 +139,7 @@ def check_dataset(path: str, kind: str | None = None) -> Target:
     record_uri, record = found
     root = record_uri.rsplit("/", 1)[0]
     inferred = record.get("kind") if record_uri.endswith("manifest.json") else record.get("stage")
-    if inferred not in FRAMES:
+    if frames_of(inferred) is None:
         raise ValueError(f"{record_uri}: no validation suite for datasets of kind {inferred!r}")
     if kind is not None and inferred not in KINDS[kind]:
         raise ValueError(f"{path} is a Clover {inferred} dataset, not {kind}: run `clover validate {path}` "
@@ -271,7 +191,7 @@ def validate_dataset(spark, path: str, docs_dir: str | None = None, kind: str | 
     target = target or check_dataset(path, kind)
     root, record = target.root, target.record
     docs_dir = docs_dir or storage.join(root, "data_docs")
-    result = run_suites(FRAMES[target.kind](spark, root, record), docs_dir, target.kind)
+    result = run_suites(frames_of(target.kind)(spark, root, record), docs_dir, target.kind)
     record["validation"] = result.record()
     if docs_dir == storage.join(root, "data_docs"):  # beside the dataset: relative, so it survives the commit
         record["validation"]["data_docs"] = "data_docs/index.html"

@@ -5,14 +5,10 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand -> (module with main(argv, prog), one-line description)
+# subcommand -> (module with main(argv, prog), one-line description); the Spark stages come from their registry
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.demo", "run the whole path on the built-in sample: data, validation, pretrain, DPO, export"),
     "make-sample": ("jobs.make_sample", "write the built-in dirty sample corpus (no download)"),
-    "curate": ("jobs.curate", "ingest, normalize and quality-gate raw text (Spark)"),
-    "dedup": ("jobs.dedup", "remove exact and MinHash-LSH near-duplicate documents (Spark)"),
-    "train-tokenizer": ("jobs.train_tokenizer", "train a SentencePiece tokenizer on a Spark sample"),
-    "tokenize": ("jobs.tokenize_stage", "encode, pack and shard documents into token shards with a manifest (Spark)"),
     "inspect": ("jobs.inspection", "a self-contained HTML report of what a stage kept, removed and why (no Spark)"),
     "validate": ("jobs.validate", "validate any Clover dataset with Great Expectations; exit 1 on failure"),
     "dpo": ("jobs.dpo", "align a pretrained run with DPO on prepared preference pairs (torchrun jobs/dpo.py for more)"),
@@ -24,17 +20,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "judge": ("jobs.judge", "judge candidates pairwise in both orders with an endpoint or local model (resumable)"),
     "review": ("jobs.review", "export pairs for human review; import decisions into a preference-pairs dataset"),
     "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
-    "prep-pairs": ("jobs.prep_pairs", "normalize, deduplicate, tokenize and validate preference pairs (Spark)"),
     "package": ("jobs.package", "build clover.zip for spark-submit --py-files (executors need the dependencies only)"),
     "plan": ("jobs.plan", "parameters, FLOPs per token and per-GPU memory of a model preset"),
     "train": ("jobs.train", "pretrain a model preset with FSDP on validated token shards (one process; torchrun jobs/train.py for more)"),
 }
 
 
+def commands() -> dict[str, str]:
+    """Every subcommand and its one-line description: the registered Spark stages, then the rest."""
+    from dataprep.stages import discover
+
+    return {**{name: stage.summary for name, stage in discover().items()},
+            **{name: help_text for name, (_, help_text) in COMMANDS.items()}}
+
+
 def usage() -> str:
-    width = max(map(len, COMMANDS))
+    listed = commands()
+    width = max(map(len, listed))
     lines = ["usage: clover COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {help_text}" for name, help_text in listed.items()]
     lines += ["", "Run 'clover COMMAND --help' for a command's arguments."]
     return "\n".join(lines)
 
@@ -45,11 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"clover: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest, prog=f"clover {name}")
+    if name in COMMANDS:
+        return importlib.import_module(COMMANDS[name][0]).main(rest, prog=f"clover {name}")
+    from dataprep.stages import discover
+
+    if name in discover():
+        from jobs.stage_cli import run_stage
+
+        return run_stage(name, rest)
+    print(f"clover: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

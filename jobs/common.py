@@ -21,9 +21,10 @@ def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def add_spark_arguments(parser: argparse.ArgumentParser) -> None:
+def add_spark_arguments(parser: argparse.ArgumentParser, partitions: bool = True) -> None:
     parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
-    parser.add_argument("--partitions", type=int, help="output partitions (default: from input size)")
+    if partitions:
+        parser.add_argument("--partitions", type=int, help="output partitions (default: from input size)")
 
 
 def add_validation_arguments(parser: argparse.ArgumentParser, gated_input: bool = True, own_suite: bool = True) -> None:

@@ -9,11 +9,8 @@ import sys
 
 
 def sections() -> list[tuple[str, str, type]]:
-    from dataprep.curate import CurateConfig
-    from dataprep.dedup import DedupConfig
-    from dataprep.pairs import PairsConfig
-    from dataprep.tokenize_stage import TokenizeConfig
-    from dataprep.train_tokenizer import TokenizerConfig
+    """(command, source file, config class): the registered Spark stages, then the other configured commands."""
+    from dataprep.stages import discover
     from jobs.demo import DemoConfig
     from training.preference.candidates import SamplingConfig
     from training.preference.judge import JudgeConfig
@@ -21,14 +18,12 @@ def sections() -> list[tuple[str, str, type]]:
     from training.trainer.dpo import DPOConfig
     from training.trainer.pretrain import TrainConfig
 
-    return [("clover curate", "dataprep/curate.py", CurateConfig), ("clover dedup", "dataprep/dedup.py", DedupConfig),
-            ("clover train-tokenizer", "dataprep/train_tokenizer.py", TokenizerConfig),
-            ("clover tokenize", "dataprep/tokenize_stage.py", TokenizeConfig),
-            ("clover prep-pairs", "dataprep/pairs.py", PairsConfig),
-            ("clover train", "training/trainer/pretrain.py", TrainConfig), ("clover dpo", "training/trainer/dpo.py", DPOConfig),
-            ("clover sample-candidates", "training/preference/candidates.py", SamplingConfig),
-            ("clover judge", "training/preference/judge.py", JudgeConfig), ("clover review", "training/preference/review.py", ReviewConfig),
-            ("clover demo", "jobs/demo.py", DemoConfig)]
+    stages = [(f"clover {name}", stage.module.replace(".", "/") + ".py", stage.config) for name, stage in discover().items()]
+    return stages + [
+        ("clover train", "training/trainer/pretrain.py", TrainConfig), ("clover dpo", "training/trainer/dpo.py", DPOConfig),
+        ("clover sample-candidates", "training/preference/candidates.py", SamplingConfig),
+        ("clover judge", "training/preference/judge.py", JudgeConfig),
+        ("clover review", "training/preference/review.py", ReviewConfig), ("clover demo", "jobs/demo.py", DemoConfig)]
 
 
 def render() -> str:

@@ -64,72 +64,99 @@ def _exists(name: str) -> Callable[[Path], bool]:
 
 def run_demo(out_dir: str, cfg: DemoConfig, force: bool = False, spark=None) -> dict:
     """Run every stage (skipping finished ones unless force), write summary.md/json and plots; return the summary."""
-    from dataprep.curate import CurateConfig, run_curate
-    from dataprep.dedup import DedupConfig, run_dedup
-    from dataprep.pairs import PairsConfig, run_prep_pairs
     from dataprep.spark import SparkConfig, spark_session
-    from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
-    from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
-    from quality.gate import require_validated
-    from schemas.sample import write_sample, write_sample_pairs
-    from training.inference.export import export
-    from training.trainer.dpo import DPOConfig, run_dpo
-    from training.trainer.pretrain import TrainConfig, train
 
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     spark = spark or spark_session(SparkConfig(), "clover-demo")
+    timings = _run_stages(_stages(root, cfg, spark), root, force)
+    return _summarize(root, cfg, timings)
+
+
+def _stages(root: Path, cfg: DemoConfig, spark) -> list[Stage]:
+    """The path in order, each stage the real stage code writing its real output under root."""
+    from dataprep.curate import CurateConfig, run_curate
+    from dataprep.dedup import DedupConfig, run_dedup
+    from dataprep.pairs import PairsConfig, run_prep_pairs
+    from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
+    from training.inference.export import export
+
     path = lambda name: str(root / name)  # noqa: E731
-
-    def sample() -> None:
-        write_sample(path("sample"), cfg.docs)
-        write_sample_pairs(path("sample-pairs"), cfg.pairs)
-
-    def tokenizer() -> None:
-        gate = require_validated(path("deduped"))
-        train_tokenizer(spark, path("deduped/documents"), path("tokenizer"),
-                        TokenizerConfig(vocab_size=cfg.vocab_size, sample_docs=cfg.docs), input_validation=gate)
-
-    def pretrain() -> None:
-        train_cfg = TrainConfig(model="clover-tiny", micro_batch=cfg.pretrain_micro_batch, grad_accum=1,
-                                max_steps=cfg.pretrain_steps, model_overrides={"max_seq_len": max(cfg.seq_len, 1024)})
-        train_cfg.schedule.warmup_steps = max(cfg.pretrain_steps // 20, 1)
-        train_cfg.schedule.max_lr, train_cfg.schedule.min_lr = cfg.pretrain_lr, cfg.pretrain_lr / 10
-        train_cfg.schedule.total_steps = cfg.pretrain_steps
-        train_cfg.checkpoint.every = max(cfg.pretrain_steps // 3, 1)
-        train(train_cfg, path("tokens"), path("runs/pretrain"), progress=step_bar("pretrain", cfg.pretrain_steps))
-
-    def dpo() -> None:
-        dpo_cfg = DPOConfig(micro_batch=cfg.dpo_micro_batch, grad_accum=1, max_steps=cfg.dpo_steps)
-        dpo_cfg.schedule.warmup_steps = max(cfg.dpo_steps // 20, 1)
-        dpo_cfg.schedule.max_lr, dpo_cfg.schedule.min_lr = cfg.dpo_lr, cfg.dpo_lr / 10
-        dpo_cfg.schedule.total_steps = cfg.dpo_steps
-        dpo_cfg.checkpoint.every = max(cfg.dpo_steps // 2, 1)
-        run_dpo(dpo_cfg, path("pairs"), path("runs/pretrain"), path("runs/dpo"), progress=step_bar("dpo", cfg.dpo_steps))
-
-    def spark_stage(label: str, body: Callable[[], object]) -> Callable[[], None]:
-        def run() -> None:
-            with SparkProgress(spark, label):
-                body()
-        return run
-
     tokenize_cfg = TokenizeConfig(seq_len=cfg.seq_len, shard_bytes=4 << 20, row_group_rows=32)
-    stages = [
-        Stage("sample", "sample", _exists("crawl-00.jsonl"), sample),
+    return [
+        Stage("sample", "sample", _exists("crawl-00.jsonl"), lambda: _sample(root, cfg)),
         Stage("curate", "curated", _validated("report.json"),
-              spark_stage("curate", lambda: run_curate(spark, [path("sample")], path("curated"), CurateConfig()))),
+              _spark_stage(spark, "curate", lambda: run_curate(spark, [path("sample")], path("curated"), CurateConfig()))),
         Stage("dedup", "deduped", _validated("report.json"),
-              spark_stage("dedup", lambda: run_dedup(spark, path("curated"), path("deduped"), DedupConfig()))),
-        Stage("train-tokenizer", "tokenizer", _exists("tokenizer.json"), spark_stage("train-tokenizer", tokenizer)),
-        Stage("tokenize", "tokens", _validated("manifest.json"), spark_stage("tokenize", lambda: run_tokenize(
+              _spark_stage(spark, "dedup", lambda: run_dedup(spark, path("curated"), path("deduped"), DedupConfig()))),
+        Stage("train-tokenizer", "tokenizer", _exists("tokenizer.json"),
+              _spark_stage(spark, "train-tokenizer", lambda: _train_tokenizer(root, cfg, spark))),
+        Stage("tokenize", "tokens", _validated("manifest.json"), _spark_stage(spark, "tokenize", lambda: run_tokenize(
             spark, path("deduped"), path("tokenizer"), path("tokens"), tokenize_cfg))),
-        Stage("pretrain", "runs/pretrain", _finished(cfg.pretrain_steps), pretrain),
-        Stage("prep-pairs", "pairs", _validated("report.json"), spark_stage("prep-pairs", lambda: run_prep_pairs(
+        Stage("pretrain", "runs/pretrain", _finished(cfg.pretrain_steps), lambda: _pretrain(root, cfg)),
+        Stage("prep-pairs", "pairs", _validated("report.json"), _spark_stage(spark, "prep-pairs", lambda: run_prep_pairs(
             spark, [path("sample-pairs")], path("tokenizer"), path("pairs"), PairsConfig(
                 max_length=cfg.max_pair_length, max_prompt_length=cfg.max_pair_length // 2)))),
-        Stage("dpo", "runs/dpo", _finished(cfg.dpo_steps), dpo),
+        Stage("dpo", "runs/dpo", _finished(cfg.dpo_steps), lambda: _dpo(root, cfg)),
         Stage("export", "export", _exists("config.json"), lambda: export(path("runs/dpo"), path("export"), "float32")),
     ]
+
+
+def _sample(root: Path, cfg: DemoConfig) -> None:
+    """The built-in documents and preference pairs: the demo needs no download."""
+    from schemas.sample import write_sample, write_sample_pairs
+
+    write_sample(str(root / "sample"), cfg.docs)
+    write_sample_pairs(str(root / "sample-pairs"), cfg.pairs)
+
+
+def _train_tokenizer(root: Path, cfg: DemoConfig, spark) -> None:
+    """A tokenizer sized for the sample, trained only on documents whose validation passed."""
+    from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
+    from quality.gate import require_validated
+
+    gate = require_validated(str(root / "deduped"))
+    train_tokenizer(spark, str(root / "deduped/documents"), str(root / "tokenizer"),
+                    TokenizerConfig(vocab_size=cfg.vocab_size, sample_docs=cfg.docs), input_validation=gate)
+
+
+def _pretrain(root: Path, cfg: DemoConfig) -> None:
+    """clover-tiny with a schedule scaled to the demo's step count, checkpointed three times."""
+    from training.trainer.pretrain import TrainConfig, train
+
+    train_cfg = TrainConfig(model="clover-tiny", micro_batch=cfg.pretrain_micro_batch, grad_accum=1,
+                            max_steps=cfg.pretrain_steps, model_overrides={"max_seq_len": max(cfg.seq_len, 1024)})
+    train_cfg.schedule.warmup_steps = max(cfg.pretrain_steps // 20, 1)
+    train_cfg.schedule.max_lr, train_cfg.schedule.min_lr = cfg.pretrain_lr, cfg.pretrain_lr / 10
+    train_cfg.schedule.total_steps = cfg.pretrain_steps
+    train_cfg.checkpoint.every = max(cfg.pretrain_steps // 3, 1)
+    train(train_cfg, str(root / "tokens"), str(root / "runs/pretrain"),
+          progress=step_bar("pretrain", cfg.pretrain_steps))
+
+
+def _dpo(root: Path, cfg: DemoConfig) -> None:
+    """DPO from the pretrained run with a schedule scaled to the demo's step count, checkpointed twice."""
+    from training.trainer.dpo import DPOConfig, run_dpo
+
+    dpo_cfg = DPOConfig(micro_batch=cfg.dpo_micro_batch, grad_accum=1, max_steps=cfg.dpo_steps)
+    dpo_cfg.schedule.warmup_steps = max(cfg.dpo_steps // 20, 1)
+    dpo_cfg.schedule.max_lr, dpo_cfg.schedule.min_lr = cfg.dpo_lr, cfg.dpo_lr / 10
+    dpo_cfg.schedule.total_steps = cfg.dpo_steps
+    dpo_cfg.checkpoint.every = max(cfg.dpo_steps // 2, 1)
+    run_dpo(dpo_cfg, str(root / "pairs"), str(root / "runs/pretrain"), str(root / "runs/dpo"),
+            progress=step_bar("dpo", cfg.dpo_steps))
+
+
+def _spark_stage(spark, label: str, body: Callable[[], object]) -> Callable[[], None]:
+    """A Spark stage that shows its jobs' progress while it runs."""
+    def run() -> None:
+        with SparkProgress(spark, label):
+            body()
+    return run
+
+
+def _run_stages(stages: list[Stage], root: Path, force: bool) -> dict[str, float]:
+    """Each stage not finished before (all of them with force), checked done after; the seconds each took."""
     timings = {}
     for stage in stages:
         target = root / stage.output
@@ -146,13 +173,18 @@ def run_demo(out_dir: str, cfg: DemoConfig, force: bool = False, spark=None) -> 
         timings[stage.name] = round(time.time() - started, 1)
         if not stage.done(target):
             raise RuntimeError(f"stage {stage.name} did not complete: {target} (see its report.json)")
+    return timings
+
+
+def _summarize(root: Path, cfg: DemoConfig, timings: dict[str, float]) -> dict:
+    """A greedy answer from the export, the summary table and plots, and the curate inspection report."""
     from jobs.generate import complete
     from jobs.inspection import build_report
     from jobs.summary import summarize
 
-    sample_text = complete(path("export"), cfg.prompt, max_new_tokens=40, temperature=0.0)
+    sample_text = complete(str(root / "export"), cfg.prompt, max_new_tokens=40, temperature=0.0)
     summary = summarize(root, timings, cfg.prompt, sample_text)
-    (root / "report.html").write_text(build_report(path("curated")), encoding="utf-8")  # clover inspect, curate only
+    (root / "report.html").write_text(build_report(str(root / "curated")), encoding="utf-8")  # clover inspect, curate only
     return summary
 
 
