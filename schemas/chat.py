@@ -81,3 +81,14 @@ REMOVED_PAIRS = DatasetSchema(
         Column("kept_pair_id", pa.string(), doc="for duplicate_pair: the pair kept in its place"),
     ),
 )
+
+# DPO's reference log-probs sidecar (PAIRS/reference_logps.parquet); the file's metadata holds the
+# checkpoint_sha256 and tokenizer_sha256 they were computed with.
+REFERENCE_SCHEMA = DatasetSchema(
+    "reference_logps",
+    (
+        Column("pair_id", pa.string(), doc="the pair (PAIRS.pair_id)"),
+        Column("ref_chosen_logp", pa.float64(), doc="the starting checkpoint's summed log-prob of chosen_ids"),
+        Column("ref_rejected_logp", pa.float64(), doc="the starting checkpoint's summed log-prob of rejected_ids"),
+    ),
+)

@@ -70,6 +70,27 @@ DUPLICATES = DatasetSchema(
     ),
 )
 
+# `clover dedup --write-index INDEX` writes INDEX/signatures (these columns, one row per kept document) and
+# INDEX/index.json (the MinHash parameters); `--against INDEX` reads them back.
+DEDUP_INDEX = DatasetSchema(
+    "dedup_index",
+    (
+        Column("id", pa.string(), doc="the document"),
+        Column("exact_hash", pa.string(), doc="hash of its normalized text (dedup.exact_hash)"),
+        Column("bands", pa.list_(pa.int64()), doc="its MinHash-LSH band digests"),
+        Column("shingles", pa.list_(pa.int32()), doc="its shingles' hashes, for the exact Jaccard check"),
+    ),
+)
+INDEX_COLUMNS = tuple(DEDUP_INDEX.names)
+
+# dedup's per-document features on Spark (mapInArrow): the index columns, the score that picks a cluster's
+# representative, and priority (1 for documents of an --against index: they win every cluster they are in).
+FEATURES = DEDUP_INDEX.extend("dedup_features", (
+    Column("score", pa.float64(), doc="the representative is the highest score, then the smallest id"),
+    Column("priority", pa.int32(), doc="1 for an --against index's documents, else 0"),
+)).arrow()
+
+
 
 def documents_schema(score_columns: Iterable[str] = (), label_columns: Iterable[str] = ()) -> DatasetSchema:
     """Documents with float64 score columns and string label columns (for example fastText labels)."""

@@ -29,3 +29,17 @@ def token_shard_schema(vocab_size: int) -> DatasetSchema:
             Column("documents", pa.int32(), nullable=False, doc="documents whose </s> is a label in this row"),
         ),
     )
+
+
+# A packed row inside Spark (the tokenize stage's mapInArrow), before it is written as token_shard_schema.
+PACKED = DatasetSchema(
+    "packed",
+    (
+        Column("tokens", pa.binary(), doc="little-endian ids of the shard's dtype while in Spark; typed lists once written"),
+        Column("num_tokens", pa.int32(), doc="real tokens in the row; the rest is <pad>"),
+        Column("doc_starts", pa.list_(pa.int32()), doc="positions in the row where a document begins"),
+        Column("pack_partition", pa.int32(), doc="packing stream the row came from"),
+        Column("pack_index", pa.int64(), doc="position of the row in its packing stream"),
+        Column("documents", pa.int32(), doc="documents whose </s> is a label in this row"),
+    ),
+).arrow()

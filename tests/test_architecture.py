@@ -97,3 +97,24 @@ def test_no_two_modules_of_a_package_differ_by_one_letter():
     close = [(folder.name, a.stem, b.stem) for folder in folders for a in folder.glob("*.py") for b in folder.glob("*.py")
              if a.stem < b.stem and _one_edit_apart(a.stem, b.stem)]
     assert close == []
+
+
+def _schema_constants(path: Path) -> list[str]:
+    """Module-level names bound to a pa.schema(...) or DatasetSchema(...) call."""
+    found = []
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("schema", "DatasetSchema"):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                found += [t.id for t in targets if isinstance(t, ast.Name)]
+    return found
+
+
+def test_every_shared_schema_is_defined_in_schemas():
+    """A dataset's columns are declared once, in schemas/; elsewhere only private scratch schemas of one
+    module's Spark batches (never written) may be defined."""
+    public = [f"{module}.{name}" for module, path in _modules() if not module.startswith("schemas")
+              for name in _schema_constants(path) if not name.startswith("_")]
+    assert public == []

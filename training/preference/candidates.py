@@ -27,15 +27,9 @@ import pyarrow.parquet as pq
 from quality.repetition import repeated_ngram_fraction
 from schemas import StageReport
 from schemas.ingest import IngestConfig, input_format, parquet_units, read_unit
+from schemas.preference import CANDIDATES, PROMPTS_QUARANTINE
 from training.preference.client import Endpoint, RequestFailed
 from training.trainer.gate import GateConfig
-
-CANDIDATES = pa.schema([
-    ("prompt_id", pa.string()), ("candidate_id", pa.string()), ("prompt", pa.string()), ("temperature", pa.float64()),
-    ("sample", pa.int32()), ("text", pa.string()), ("num_tokens", pa.int32()), ("finish_reason", pa.string()),
-    ("repeated_ngram_fraction", pa.float64()), ("reason", pa.string()), ("model_sha256", pa.string()),
-    ("settings", pa.string()),
-])
 
 
 @dataclass
@@ -192,7 +186,7 @@ def sample_candidates(inputs: list[str], model_path: str, out: str, cfg: Samplin
                     for p in group for c in candidates.get(p["prompt_id"], [])]
             if rows:
                 part = root / "parts" / f"part-{next_part:05d}.parquet"
-                pq.write_table(pa.Table.from_pylist(rows, schema=CANDIDATES), f"{part}.tmp")
+                pq.write_table(pa.Table.from_pylist(rows, schema=CANDIDATES.arrow()), f"{part}.tmp")
                 os.replace(f"{part}.tmp", part)
                 next_part += 1
     return _finish(root, prompts, bad, errors)
@@ -209,14 +203,12 @@ def candidate_row(prompt: dict, candidate: Candidate, model_hash: str | None, se
 def _finish(root: Path, prompts: list[dict], bad: list[dict], errors: list[str]) -> StageReport:
     """candidates.parquet (kept) and dropped.parquet from every part, and the report."""
     parts = sorted((root / "parts").glob("part-*.parquet"))
-    rows = pq.read_table(parts, schema=CANDIDATES).to_pylist() if parts else []
+    rows = pq.read_table(parts, schema=CANDIDATES.arrow()).to_pylist() if parts else []
     kept = [r for r in rows if r["reason"] is None]
     dropped = [r for r in rows if r["reason"] is not None]
-    pq.write_table(pa.Table.from_pylist(kept, schema=CANDIDATES), root / "candidates.parquet")
-    pq.write_table(pa.Table.from_pylist(dropped, schema=CANDIDATES), root / "dropped.parquet")
-    pq.write_table(pa.Table.from_pylist(bad, schema=pa.schema([("input_file", pa.string()), ("line", pa.int64()),
-                                                              ("reason", pa.string()), ("raw", pa.string())])),
-                   root / "quarantine.parquet")
+    pq.write_table(pa.Table.from_pylist(kept, schema=CANDIDATES.arrow()), root / "candidates.parquet")
+    pq.write_table(pa.Table.from_pylist(dropped, schema=CANDIDATES.arrow()), root / "dropped.parquet")
+    pq.write_table(pa.Table.from_pylist(bad, schema=PROMPTS_QUARANTINE.arrow()), root / "quarantine.parquet")
     report = StageReport(
         stage="sample-candidates", input=len(rows) + len(bad), output=len(kept),
         removed=dict(sorted(Counter(r["reason"] for r in dropped).items())),

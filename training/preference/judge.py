@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import StageReport
+from schemas.preference import RANKINGS
 from training.preference.client import Endpoint, RequestFailed
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "judge-pairwise.txt"
@@ -188,9 +189,7 @@ def finish(root: Path, items: list[dict], candidates: list[dict]) -> StageReport
     done = load_judgments(root / "judgments.jsonl")
     records = [done[i["key"]] for i in items if i["key"] in done]
     scores = rank(records, candidates)
-    pq.write_table(pa.Table.from_pylist(scores, schema=pa.schema([
-        ("prompt_id", pa.string()), ("candidate_id", pa.string()), ("temperature", pa.float64()),
-        ("wins", pa.float64()), ("comparisons", pa.int64()), ("rank", pa.int64())])), root / "rankings.parquet")
+    pq.write_table(pa.Table.from_pylist(scores, schema=RANKINGS.arrow()), root / "rankings.parquet")
     outcome = Counter("judged" if r["verdict"] else "unparseable" if r["reason"].startswith("unparseable")
                       else "request_failed" for r in records)
     report = StageReport(

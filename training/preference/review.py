@@ -22,16 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import StageReport
+from schemas.preference import REVIEWED_PAIRS
 from training.preference.judge import by_pair, group_by, judge_says, load_judgments, rank
 
 SHEET_COLUMNS = ["item", "prompt_id", "why", "prompt", "candidate_a", "answer_a", "candidate_b", "answer_b",
                  "judge_says", "decision", "note"]
-REVIEWED_PAIRS = pa.schema([
-    ("pair_id", pa.string()), ("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()),
-    ("source", pa.string()), ("chosen_candidate_id", pa.string()), ("rejected_candidate_id", pa.string()),
-    ("chosen_temperature", pa.float64()), ("rejected_temperature", pa.float64()), ("margin", pa.float64()),
-    ("judge", pa.string()), ("human_reviewed", pa.bool_()),
-])
 
 
 @dataclass
@@ -142,7 +137,7 @@ def import_decisions(judgments_dir: str, candidates_dir: str, sheet: str | None,
                      "human_reviewed": human})
     root = Path(out)
     (root / "pairs").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(kept, schema=REVIEWED_PAIRS), root / "pairs" / "part-00000.parquet")
+    pq.write_table(pa.Table.from_pylist(kept, schema=REVIEWED_PAIRS.arrow()), root / "pairs" / "part-00000.parquet")
     report = StageReport(
         stage="review", input=len(by_prompt), output=len(kept), removed={k: v for k, v in removed.items() if v},
         quarantined={}, config={"audit_rate": cfg.audit_rate, "close_margin": cfg.close_margin,

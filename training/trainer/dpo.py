@@ -22,15 +22,13 @@ import torch.nn.functional as F
 
 from quality.gate import require_validated
 from schemas import storage
+from schemas.chat import REFERENCE_SCHEMA
 from training.trainer import checkpoint
 from training.trainer.data import parquet_row_groups
 from training.trainer.engine import EngineConfig, RunResult, run
 from training.trainer.model import ModelConfig, Transformer
 from training.trainer.optim import ScheduleConfig
 from training.trainer.parallelize import Distributed, to_device
-
-REFERENCE_SCHEMA = pa.schema([("pair_id", pa.string()), ("ref_chosen_logp", pa.float64()),
-                              ("ref_rejected_logp", pa.float64())])
 
 
 @dataclass
@@ -181,7 +179,7 @@ class DPO:
         dist.all_gather_object(gathered, rows)
         if self.dist.is_main:
             merged = sorted(row for part in gathered for row in part)
-            table = pa.Table.from_arrays([pa.array(c) for c in zip(*merged)], schema=REFERENCE_SCHEMA)
+            table = pa.Table.from_arrays([pa.array(c) for c in zip(*merged)], schema=REFERENCE_SCHEMA.arrow())
             table = table.replace_schema_metadata({k.encode(): v.encode() for k, v in metadata.items()})
             fs, path = storage.resolve(self.reference_path)
             pq.write_table(table, path, filesystem=fs)
