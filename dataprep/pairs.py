@@ -166,57 +166,26 @@ class _PairParser:
 @storage.writes_output("out")
 def run_prep_pairs(spark, inputs: list[str], tokenizer_dir: str, out: str, cfg: PairsConfig,
                    validate: bool = True) -> StageReport:
-    from pyspark.sql import Window
+    """Parse, check and tokenize every pair, drop exact duplicates, write pairs/removed/quarantine, commit."""
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
 
     started = time.time()
     cfg.validate()
     tokenizer = load_tokenizer_metadata(tokenizer_dir)
-    ids = template_ids(tokenizer)
     files = sorted({f.uri: f for pattern in inputs for f in storage.expand(pattern, SUPPORTED_SUFFIXES)}.values(),
                    key=lambda f: f.uri)
     if not files:
         raise FileNotFoundError(f"no JSONL or Parquet input in {inputs}")
-    formats = {f.uri: input_format(f.uri) for f in files}
-    units = [(f.uri, rg) for f in files for rg in (parquet_units(f.uri) if formats[f.uri] == "parquet" else [0])]
     partitions = partitions_for(cfg.spark, sum(f.size for f in files))
     model_file = ship_file(spark, storage.join(tokenizer_dir, tokenizer["model"]))
-
-    raw = spark.sparkContext.parallelize(units, len(units)).toDF("uri string, row_group int") \
-        .mapInArrow(read_units(cfg.ingest), from_arrow_schema(RAW))
-    key = F.coalesce(F.col("id"), F.concat_ws(":", "input_file", F.col("line").cast("string")))
-    ordered = raw.withColumn("_key", key).repartition(partitions, "_key") \
-        .sortWithinPartitions("_key", "input_file", "line").drop("_key")
-
-    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return _PairParser(cfg, model_file(), ids)(batches)
-
-    parsed = ordered.mapInArrow(parse, from_arrow_schema(_parsed_schema()))
-    # Exact duplicates: the same normalized prompt, chosen and rejected; the smallest pair_id stays.
-    by_content = Window.partitionBy("content_hash").orderBy("pair_id", "input_file", "line")
-    is_pair = F.col("dest") == KEPT
-    deduped = parsed.withColumn("_duplicate", is_pair & (F.when(is_pair, F.row_number().over(by_content)) > 1)) \
-        .withColumn("kept_pair_id", F.when(is_pair, F.first("pair_id").over(by_content))) \
-        .withColumn("reason", F.when(F.col("_duplicate"), F.lit("duplicate_pair")).otherwise(F.col("reason"))) \
-        .withColumn("dest", F.when(F.col("_duplicate"), F.lit(REMOVED)).otherwise(F.col("dest"))) \
-        .persist()
+    deduped = _without_duplicates(_parsed_pairs(spark, files, partitions, cfg, model_file, template_ids(tokenizer))).persist()
     try:
         counts = {(r["dest"], r["reason"]): r["count"] for r in deduped.groupBy("dest", "reason").count().collect()}
         truncated = deduped.where(F.col("dest") == KEPT).agg(
             F.sum(F.col("prompt_truncated").cast("long")).alias("prompt"),
             F.sum(F.col("responses_truncated").cast("long")).alias("responses")).first().asDict()
         staging = storage.staging_dir(out)
-        write_parquet(deduped.where(F.col("dest") == KEPT).select(*PAIRS.names).repartition(partitions, "pair_id")
-                      .sortWithinPartitions("pair_id"), storage.join(staging, KEPT), PAIRS.arrow())
-        removed = deduped.where(F.col("dest") == REMOVED).withColumn(
-            "kept_pair_id", F.when(F.col("reason") == "duplicate_pair", F.col("kept_pair_id")))
-        write_parquet(removed.select(*REMOVED_PAIRS.names).repartition(1).sortWithinPartitions("pair_id"),
-                      storage.join(staging, REMOVED), REMOVED_PAIRS.arrow())
-        quarantine = deduped.where(F.col("dest") == QUARANTINED).select(
-            "input_file", "line", "raw", "reason", F.col("pair_id").alias("id"))
-        write_parquet(quarantine.repartition(1).sortWithinPartitions("input_file", "line"),
-                      storage.join(staging, QUARANTINED), QUARANTINE.arrow())
+        _write_outputs(deduped, staging, partitions)
     finally:
         deduped.unpersist()
     report = StageReport.from_counts(
@@ -229,6 +198,54 @@ def run_prep_pairs(spark, inputs: list[str], tokenizer_dir: str, out: str, cfg: 
     report.seconds = round(time.time() - started, 3)
     commit_stage(spark, staging, out, report, validate)
     return report
+
+
+def _parsed_pairs(spark, files: list, partitions: int, cfg: PairsConfig, model_file, ids):
+    """Every input record as one parsed row (kept, removed or quarantined), in an order the cluster cannot change."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    formats = {f.uri: input_format(f.uri) for f in files}
+    units = [(f.uri, rg) for f in files for rg in (parquet_units(f.uri) if formats[f.uri] == "parquet" else [0])]
+    raw = spark.sparkContext.parallelize(units, len(units)).toDF("uri string, row_group int") \
+        .mapInArrow(read_units(cfg.ingest), from_arrow_schema(RAW))
+    key = F.coalesce(F.col("id"), F.concat_ws(":", "input_file", F.col("line").cast("string")))
+    ordered = raw.withColumn("_key", key).repartition(partitions, "_key") \
+        .sortWithinPartitions("_key", "input_file", "line").drop("_key")
+
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _PairParser(cfg, model_file(), ids)(batches)
+
+    return ordered.mapInArrow(parse, from_arrow_schema(_parsed_schema()))
+
+
+def _without_duplicates(parsed):
+    """Exact duplicates (the same normalized prompt, chosen and rejected) are removed; the smallest pair_id stays."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    by_content = Window.partitionBy("content_hash").orderBy("pair_id", "input_file", "line")
+    is_pair = F.col("dest") == KEPT
+    return parsed.withColumn("_duplicate", is_pair & (F.when(is_pair, F.row_number().over(by_content)) > 1)) \
+        .withColumn("kept_pair_id", F.when(is_pair, F.first("pair_id").over(by_content))) \
+        .withColumn("reason", F.when(F.col("_duplicate"), F.lit("duplicate_pair")).otherwise(F.col("reason"))) \
+        .withColumn("dest", F.when(F.col("_duplicate"), F.lit(REMOVED)).otherwise(F.col("dest")))
+
+
+def _write_outputs(deduped, staging: str, partitions: int) -> None:
+    """pairs/ (by pair_id), removed/ and quarantine/ (one file each)."""
+    from pyspark.sql import functions as F
+
+    write_parquet(deduped.where(F.col("dest") == KEPT).select(*PAIRS.names).repartition(partitions, "pair_id")
+                  .sortWithinPartitions("pair_id"), storage.join(staging, KEPT), PAIRS.arrow())
+    removed = deduped.where(F.col("dest") == REMOVED).withColumn(
+        "kept_pair_id", F.when(F.col("reason") == "duplicate_pair", F.col("kept_pair_id")))
+    write_parquet(removed.select(*REMOVED_PAIRS.names).repartition(1).sortWithinPartitions("pair_id"),
+                  storage.join(staging, REMOVED), REMOVED_PAIRS.arrow())
+    quarantine = deduped.where(F.col("dest") == QUARANTINED).select(
+        "input_file", "line", "raw", "reason", F.col("pair_id").alias("id"))
+    write_parquet(quarantine.repartition(1).sortWithinPartitions("input_file", "line"),
+                  storage.join(staging, QUARANTINED), QUARANTINE.arrow())
 
 
 def validation_frames(spark, root: str, record: dict) -> dict:

@@ -183,86 +183,37 @@ def source_fingerprint(footers: list) -> str:
 def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: TokenizeConfig, validate: bool = True,
                  allow_unvalidated: bool = False) -> tuple[StageReport, dict]:
     """Tokenize a validated documents dataset into shards, validate them; returns (report, manifest)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
-
     started = time.time()
     cfg.validate()
     gate = require_validated(input_uri, allow_unvalidated)
     source = storage.documents_path(input_uri)
     tokenizer = load_tokenizer_metadata(tokenizer_dir)
-    vocab_size, special = tokenizer["vocab_size"], tokenizer["special_ids"]
-    model_file = ship_file(spark, storage.join(tokenizer_dir, tokenizer["model"]))
-
-    docs = read_parquet(spark, source)
-    if {"id", cfg.text_column} - set(docs.columns):
-        raise ConfigError(f"{source} is not a documents dataset: it needs columns id and {cfg.text_column}")
-    reason = (F.when(F.col("id").isNull(), "missing_id").when(F.col(cfg.text_column).isNull(), "missing_text"))
-    flagged = docs.withColumn("_reason", reason).withColumn("_empty", F.length(cfg.text_column) == 0)
+    flagged = _flag_invalid(read_parquet(spark, source), source, cfg)
     # Read units in a fixed order (file name, row group): the streams do not depend on the cluster.
     footers = [(f, storage.parquet_metadata(f.uri)) for f in storage.expand(source, (".parquet",))]
     units = [(f.uri, rg) for f, meta in footers for rg in range(meta.num_row_groups)]
-    units_df = spark.sparkContext.parallelize(
-        [(uri, rg, i) for i, (uri, rg) in enumerate(units)], max(1, len(units))).toDF("uri string, row_group int, stream int")
-    dtype = token_dtype(vocab_size)
-    width = cfg.seq_len + 1
-    numpy_dtype = np.dtype(dtype.to_pandas_dtype())
-    packed = units_df.mapInArrow(_encode_and_pack(cfg, model_file, special, numpy_dtype), from_arrow_schema(PACKED))
-    # One pass, nothing cached: the shard count comes from the input's text bytes (about 4 per token).
-    text_bytes = sum(_column_bytes(meta, cfg.text_column) for _, meta in footers)
-    shards = max(1, -(-text_bytes // 4 * dtype.bit_width // 8 // cfg.shard_bytes))
-    shuffle_key = F.xxhash64("pack_partition", "pack_index", F.lit(cfg.seed))
-    shuffled = (packed.withColumn("_key", shuffle_key).repartition(shards, "_key")
-                .sortWithinPartitions("_key", "pack_partition", "pack_index").drop("_key"))
-    schema = token_shard_schema(vocab_size).arrow()
-
-    def to_token_lists(table: pa.Table) -> pa.Table:
-        ids = np.frombuffer(b"".join(table.column("tokens").to_pylist()), dtype=numpy_dtype.newbyteorder("<"))
-        offsets = pa.array(np.arange(0, len(ids) + 1, width, dtype=np.int32))
-        tokens = pa.ListArray.from_arrays(offsets, pa.array(ids.astype(numpy_dtype)))
-        return table.set_column(table.schema.get_field_index("tokens"), "tokens", tokens)
+    dtype = token_dtype(tokenizer["vocab_size"])
+    shuffled = _packed_rows(spark, units, footers, cfg, tokenizer, tokenizer_dir, dtype)
 
     staging = storage.staging_dir(out)
-    written = write_parquet(shuffled, storage.join(staging, "shards"), schema, row_group_rows=cfg.row_group_rows,
-                            convert=to_token_lists)
-    quarantine = quarantine_rows(flagged.drop("_empty"), source)
-    write_parquet(quarantine.coalesce(1), storage.join(staging, "quarantine"), QUARANTINE.arrow())
-    per_file = (read_parquet(spark, storage.join(staging, "shards"), ["num_tokens", "pack_index", "documents"], "file")
-                .groupBy("file").agg(
-        F.count("*").alias("rows"), F.sum("num_tokens").alias("stored"),
-        F.sum(F.when(F.col("pack_index") > 0, 1).otherwise(0)).alias("overlaps"),
-        F.sum("documents").alias("documents")).collect())
-    shard_tokens = {posixpath.basename(r["file"]): r["stored"] for r in per_file}
-    totals = {k: sum(r[k] or 0 for r in per_file) for k in ("rows", "stored", "overlaps", "documents")}
-    rows = totals["rows"]
-    counts = {(r["_reason"], r["_empty"]): r["count"] for r in flagged.groupBy("_reason", "_empty").count().collect()}
-    quarantined: dict[str, int] = {}
-    for (reason, _), n in counts.items():
-        if reason is not None:
-            quarantined[reason] = quarantined.get(reason, 0) + n
-
-    report = StageReport(
-        stage="tokenize",
-        input=sum(counts.values()),
-        output=int(totals["documents"] or 0),
-        removed={"empty": counts[(None, True)]} if counts.get((None, True)) else {},
-        quarantined=dict(sorted(quarantined.items())),
-        config=to_dict(cfg),
-        extra={"sequences": rows, "tokens": int((totals["stored"] or 0) - (totals["overlaps"] or 0)),
-               "shards": len(written), "streams": len(units)},
-    )
+    written = write_parquet(shuffled, storage.join(staging, "shards"), token_shard_schema(tokenizer["vocab_size"]).arrow(),
+                            row_group_rows=cfg.row_group_rows, convert=_token_lists(dtype, cfg.seq_len + 1))
+    write_parquet(quarantine_rows(flagged.drop("_empty"), source).coalesce(1), storage.join(staging, "quarantine"),
+                  QUARANTINE.arrow())
+    per_file = _shard_totals(spark, staging)
+    report = _report(flagged, per_file, cfg, written, units)
     report.seconds = round(time.time() - started, 3)
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "kind": "tokens",
-        "tokenizer": {"sha256": tokenizer["sha256"], "vocab_size": vocab_size, "special_ids": special,
-                      "path": tokenizer_dir},
+        "tokenizer": {"sha256": tokenizer["sha256"], "vocab_size": tokenizer["vocab_size"],
+                      "special_ids": tokenizer["special_ids"], "path": tokenizer_dir},
         "seq_len": cfg.seq_len,
         "token_dtype": str(dtype),
-        "sequences": rows,
+        "sequences": report.extra["sequences"],
         "tokens": report.extra["tokens"],
         "documents": report.output,
-        "shards": [{"file": f"shards/{w['file']}", "rows": w["rows"], "tokens": shard_tokens.get(w["file"], 0),
+        "shards": [{"file": f"shards/{w['file']}", "rows": w["rows"], "tokens": per_file.get(w["file"], {}).get("stored", 0),
                     "bytes": w["bytes"], "sha256": w["sha256"]} for w in written],
         "source": {"path": source, "fingerprint": source_fingerprint(footers)},
         "config": to_dict(cfg),
@@ -271,6 +222,80 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
     }
     commit_stage(spark, staging, out, report, validate, {"manifest.json": json.dumps(manifest, indent=2) + "\n"})
     return report, json.loads(storage.read_text(storage.join(out, "manifest.json")))
+
+
+def _flag_invalid(docs, source: str, cfg: TokenizeConfig):
+    """The documents with `_reason` (missing id or text: quarantined) and `_empty` (removed) marked."""
+    from pyspark.sql import functions as F
+
+    if {"id", cfg.text_column} - set(docs.columns):
+        raise ConfigError(f"{source} is not a documents dataset: it needs columns id and {cfg.text_column}")
+    reason = (F.when(F.col("id").isNull(), "missing_id").when(F.col(cfg.text_column).isNull(), "missing_text"))
+    return docs.withColumn("_reason", reason).withColumn("_empty", F.length(cfg.text_column) == 0)
+
+
+def _packed_rows(spark, units: list, footers: list, cfg: TokenizeConfig, tokenizer: dict, tokenizer_dir: str, dtype):
+    """Encoded, packed rows of seq_len + 1 tokens, globally shuffled by a seeded hash into the shards.
+    One pass, nothing cached: the shard count comes from the input's text bytes (about 4 per token)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    model_file = ship_file(spark, storage.join(tokenizer_dir, tokenizer["model"]))
+    units_df = spark.sparkContext.parallelize(
+        [(uri, rg, i) for i, (uri, rg) in enumerate(units)], max(1, len(units))).toDF("uri string, row_group int, stream int")
+    numpy_dtype = np.dtype(dtype.to_pandas_dtype())
+    packed = units_df.mapInArrow(_encode_and_pack(cfg, model_file, tokenizer["special_ids"], numpy_dtype),
+                                 from_arrow_schema(PACKED))
+    text_bytes = sum(_column_bytes(meta, cfg.text_column) for _, meta in footers)
+    shards = max(1, -(-text_bytes // 4 * dtype.bit_width // 8 // cfg.shard_bytes))
+    shuffle_key = F.xxhash64("pack_partition", "pack_index", F.lit(cfg.seed))
+    return (packed.withColumn("_key", shuffle_key).repartition(shards, "_key")
+            .sortWithinPartitions("_key", "pack_partition", "pack_index").drop("_key"))
+
+
+def _token_lists(dtype, width: int):
+    """Packed rows travel as raw bytes; the shard stores them as lists of `dtype` token ids."""
+    numpy_dtype = np.dtype(dtype.to_pandas_dtype())
+
+    def convert(table: pa.Table) -> pa.Table:
+        ids = np.frombuffer(b"".join(table.column("tokens").to_pylist()), dtype=numpy_dtype.newbyteorder("<"))
+        offsets = pa.array(np.arange(0, len(ids) + 1, width, dtype=np.int32))
+        tokens = pa.ListArray.from_arrays(offsets, pa.array(ids.astype(numpy_dtype)))
+        return table.set_column(table.schema.get_field_index("tokens"), "tokens", tokens)
+
+    return convert
+
+
+def _shard_totals(spark, staging: str) -> dict[str, dict]:
+    """Per written shard file: rows, stored tokens, overlapping rows, documents, read back from the files."""
+    from pyspark.sql import functions as F
+
+    rows = (read_parquet(spark, storage.join(staging, "shards"), ["num_tokens", "pack_index", "documents"], "file")
+            .groupBy("file").agg(
+        F.count("*").alias("rows"), F.sum("num_tokens").alias("stored"),
+        F.sum(F.when(F.col("pack_index") > 0, 1).otherwise(0)).alias("overlaps"),
+        F.sum("documents").alias("documents")).collect())
+    return {posixpath.basename(r["file"]): r.asDict() for r in rows}
+
+
+def _report(flagged, per_file: dict[str, dict], cfg: TokenizeConfig, written: list, units: list) -> StageReport:
+    """Every input document is tokenized, removed as empty, or quarantined."""
+    totals = {k: sum(r[k] or 0 for r in per_file.values()) for k in ("rows", "stored", "overlaps", "documents")}
+    counts = {(r["_reason"], r["_empty"]): r["count"] for r in flagged.groupBy("_reason", "_empty").count().collect()}
+    quarantined: dict[str, int] = {}
+    for (reason, _), n in counts.items():
+        if reason is not None:
+            quarantined[reason] = quarantined.get(reason, 0) + n
+    return StageReport(
+        stage="tokenize",
+        input=sum(counts.values()),
+        output=int(totals["documents"] or 0),
+        removed={"empty": counts[(None, True)]} if counts.get((None, True)) else {},
+        quarantined=dict(sorted(quarantined.items())),
+        config=to_dict(cfg),
+        extra={"sequences": totals["rows"], "tokens": int((totals["stored"] or 0) - (totals["overlaps"] or 0)),
+               "shards": len(written), "streams": len(units)},
+    )
 
 
 def validation_frames(spark, root: str, manifest: dict) -> dict:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import threading
 import typing
 from typing import Any
 
@@ -84,6 +86,14 @@ def run_stage(name: str, argv: list[str] | None = None, prog: str | None = None)
     return exit_on_config_error(_run)(stage, argv, prog or f"clover {name}")
 
 
+def _import_while_spark_starts(module: str) -> None:
+    """Great Expectations takes seconds to import and the JVM seconds to start: overlap them. pyspark is
+    imported first, on this thread, so that the two imports share no module."""
+    import pyspark.sql  # noqa: F401
+
+    threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
+
+
 def _run(stage: Stage, argv: list[str] | None, prog: str) -> int:
     from dataprep.spark import spark_session
 
@@ -91,6 +101,8 @@ def _run(stage: Stage, argv: list[str] | None, prog: str) -> int:
     cfg = stage_config(stage.config, args, stage_flags(stage, args))
     if stage.prepare is not None:
         stage.prepare(cfg, args)
+    if stage.own_suite and not args.no_validate:
+        _import_while_spark_starts("great_expectations")
     spark = spark_session(spark_settings(cfg, args), f"clover-{stage.name}")
     result = stage.run(spark, args, cfg)
     print(stage.describe(result, cfg, args))

@@ -118,3 +118,14 @@ def test_every_shared_schema_is_defined_in_schemas():
     public = [f"{module}.{name}" for module, path in _modules() if not module.startswith("schemas")
               for name in _schema_constants(path) if not name.startswith("_")]
     assert public == []
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    """Long functions become named steps that read top to bottom (tests are exempt)."""
+    long = []
+    for folder in (*PACKAGES, "benchmarks"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert long == []
