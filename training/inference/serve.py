@@ -262,69 +262,77 @@ class BoundedServer(ThreadingHTTPServer):
 
 
 def make_server(chat: ChatModel, host: str, port: int, options: ServeOptions | None = None) -> BoundedServer:
+    """A bounded HTTP server whose connections share one request batcher over `chat`."""
     options = options or ServeOptions()
     batcher = Batcher(chat.sample_batch, chat.model.cfg.max_seq_len, options.batch_window, options.max_batch_rows)
     routes = {"/v1/chat/completions": lambda r: chat_completion(chat, r, batcher, options),
               "/v1/completions": lambda r: completion(chat, r, batcher, options)}
+    handler = type("Handler", (_Handler,), {"timeout": options.read_timeout,  # a client that stops sending is dropped
+                                            "chat": chat, "batcher": batcher, "options": options, "routes": routes})
+    return BoundedServer((host, port), handler, options.max_connections)
 
-    class Handler(BaseHTTPRequestHandler):
-        timeout = options.read_timeout  # socket timeout: a client that stops sending is dropped
-        protocol_version = "HTTP/1.1"
 
-        def _send(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if status >= 400:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(data)
+class _Handler(BaseHTTPRequestHandler):
+    """One connection's requests; make_server subclasses it with its model, batcher, options and routes."""
 
-        def _error(self, status: int, message: str) -> None:
-            self._send(status, {"error": {"message": message, "type": "invalid_request_error", "code": status}})
+    protocol_version = "HTTP/1.1"
+    chat: ChatModel
+    batcher: Batcher
+    options: ServeOptions
+    routes: dict[str, Callable[[dict], dict]]
 
-        def _authorized(self) -> bool:
-            given = self.headers.get("Authorization", "")
-            if not options.api_key or hmac.compare_digest(given.encode(), f"Bearer {options.api_key}".encode()):
-                return True
-            self._error(401, "missing or wrong bearer token")
-            return False
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if status >= 400:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, {"error": {"message": message, "type": "invalid_request_error", "code": status}})
+
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "")
+        if not self.options.api_key or hmac.compare_digest(given.encode(), f"Bearer {self.options.api_key}".encode()):
+            return True
+        self._error(401, "missing or wrong bearer token")
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if not self._authorized():
+            return
+        if self.path.rstrip("/") == "/v1/models":
+            return self._send(200, {"object": "list", "data": [{"id": self.chat.name, "object": "model"}]})
+        if self.path.rstrip("/") == "/stats":  # how well requests batch: requests per decoded batch
+            sizes = list(self.batcher.batches)
+            return self._send(200, {"batches": len(sizes), "requests": sum(sizes), "largest_batch": max(sizes, default=0)})
+        self._error(404, f"no route {self.path}")
+
+    def do_POST(self) -> None:  # noqa: N802
+        try:
+            request = read_json(self.headers, self.rfile, self.options.max_body_bytes)  # read first: an unread
+            # body left on a closed connection would reset it before the client reads the answer
             if not self._authorized():
                 return
-            if self.path.rstrip("/") == "/v1/models":
-                return self._send(200, {"object": "list", "data": [{"id": chat.name, "object": "model"}]})
-            if self.path.rstrip("/") == "/stats":  # how well requests batch: requests per decoded batch
-                sizes = list(batcher.batches)
-                return self._send(200, {"batches": len(sizes), "requests": sum(sizes), "largest_batch": max(sizes, default=0)})
-            self._error(404, f"no route {self.path}")
+            route = self.routes.get(self.path.rstrip("/"))
+            if route is None:
+                raise BadRequest(404, f"no route {self.path}")
+            self._send(200, route(request))
+        except BadRequest as err:
+            self._error(err.status, str(err))
+        except TimeoutError:
+            self._error(408, f"request not received within {self.options.read_timeout} s")
+        except (ValueError, KeyError, TypeError) as err:
+            self._error(400, str(err))
+        except Exception as err:  # noqa: BLE001 - a decoding failure (e.g. out of memory) answers 500
+            self._error(500, f"{type(err).__name__}: {err}")
 
-        def do_POST(self) -> None:  # noqa: N802
-            try:
-                request = read_json(self.headers, self.rfile, options.max_body_bytes)  # read first: an unread
-                # body left on a closed connection would reset it before the client reads the answer
-                if not self._authorized():
-                    return
-                route = routes.get(self.path.rstrip("/"))
-                if route is None:
-                    raise BadRequest(404, f"no route {self.path}")
-                self._send(200, route(request))
-            except BadRequest as err:
-                self._error(err.status, str(err))
-            except TimeoutError:
-                self._error(408, f"request not received within {options.read_timeout} s")
-            except (ValueError, KeyError, TypeError) as err:
-                self._error(400, str(err))
-            except Exception as err:  # noqa: BLE001 - a decoding failure (e.g. out of memory) answers 500
-                self._error(500, f"{type(err).__name__}: {err}")
-
-        def log_message(self, *args) -> None:
-            pass
-
-    return BoundedServer((host, port), Handler, options.max_connections)
+    def log_message(self, *args) -> None:
+        pass
 
 
 def read_json(headers, rfile, max_body_bytes: int) -> dict:

@@ -30,7 +30,7 @@ from schemas import StageReport
 from schemas.preference import RANKINGS
 from training.preference.client import Endpoint, RequestFailed
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "judge-pairwise.txt"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "judge-pairwise.txt"
 VERDICT = re.compile(r"\[\[\s*(A|B|tie)\s*\]\]", re.IGNORECASE)
 CHOICES = ["[[A]]", "[[B]]", "[[tie]]"]
 FIELDS = re.compile(r"\{(prompt|answer_a|answer_b)\}")

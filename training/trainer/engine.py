@@ -98,19 +98,49 @@ def run(cfg: EngineConfig, out: str, make_objective: Callable[[Distributed, Mode
 
 def _run(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed, init_from: str | None,
          describe: dict, progress) -> RunResult:
-    rank, world, device = dist_info.rank, dist_info.world, dist_info.device
+    """Build, restore, then step until cfg.max_steps; the metrics and the objective are closed however it ends."""
+    model_cfg, objective, model, optimizer = _build(cfg, run_dir, make_objective, dist_info, describe)
+    ckpt_root = storage.join(run_dir, "checkpoints")
+    state = _restore(ckpt_root, model, optimizer, init_from, dist_info.rank)
+    objective.start(state["objective"], model)
+    loop = _Loop.from_state(state, cfg.spikes.window)
+    metrics = MetricsWriter(run_dir, loop.step, enabled=dist_info.is_main, tensorboard=cfg.tensorboard)
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        while loop.step < cfg.max_steps:
+            record = _train_step(cfg, loop, objective, model, optimizer, params, model_cfg, dist_info)
+            if loop.step % cfg.log_every == 0 or loop.step == cfg.max_steps:
+                metrics.write(record)
+                if progress is not None and dist_info.is_main:
+                    progress(record)
+            if cfg.checkpoint.every > 0 and (loop.step % cfg.checkpoint.every == 0 or loop.step == cfg.max_steps):
+                checkpoint.save(ckpt_root, loop.step, model, optimizer, loop.trainer_state(objective), cfg.checkpoint,
+                                dist_info.rank)
+                metrics.flush()
+    finally:
+        metrics.close()
+        close = getattr(objective, "close", None)
+        if close:
+            close()
+    return RunResult(loop.step, loop.last_loss, storage.join(run_dir, "metrics.jsonl"))
+
+
+def _build(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed, describe: dict):
+    """The objective, the sharded model and its optimizer, after the run directory's config is checked."""
     model_cfg = model_config(cfg.model, **cfg.model_overrides)
     objective = make_objective(dist_info, model_cfg)
     if storage.is_local(run_dir):
         os.makedirs(run_dir, exist_ok=True)
-    _check_run_config(run_dir, cfg, model_cfg, describe, rank)
+    _check_run_config(run_dir, cfg, model_cfg, describe, dist_info.rank)
     torch.manual_seed(cfg.seed)
     with torch.device("meta"):
         model = Transformer(model_cfg)
     model = build_model(model, cfg.parallel, dist_info, cfg.seed)
-    optimizer = build_optimizer(model, cfg.optimizer)
+    return model_cfg, objective, model, build_optimizer(model, cfg.optimizer)
 
-    ckpt_root = storage.join(run_dir, "checkpoints")
+
+def _restore(ckpt_root: str, model: Transformer, optimizer, init_from: str | None, rank: int) -> dict:
+    """The newest complete checkpoint's trainer state (weights and optimizer loaded), else a fresh one."""
     found = checkpoint.complete_checkpoints(ckpt_root)
     state: dict = {"step": 0, "counters": {}, "history": {"loss": [], "grad_norm": []}, "objective": None}
     if found:
@@ -120,73 +150,104 @@ def _run(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed
     elif init_from is not None:
         checkpoint.load(init_from, model, None, rank)
         _log(rank, f"initialized from {init_from}")
-    objective.start(state["objective"], model)
-    step = state["step"]
-    counters = {"skipped_updates": 0, "non_finite": 0, "spikes_skipped": 0, "tokens_seen": 0, **state["counters"]}
-    history = {key: deque(values, maxlen=cfg.spikes.window) for key, values in state["history"].items()}
-    metrics = MetricsWriter(run_dir, step, enabled=dist_info.is_main, tensorboard=cfg.tensorboard)
-    params = [p for p in model.parameters() if p.requires_grad]
-    last_loss = history["loss"][-1] if history.get("loss") else None  # a finished run, rerun
-    try:
-        while step < cfg.max_steps:
-            started = time.perf_counter()
-            accumulated = _accumulate(cfg, objective, model, world, device)
-            # Host values (weights, token counts, objective sums) are reduced over the gloo group, so
-            # nothing here waits for the GPU; the loss and the gradient norm are read in one sync.
-            keys = sorted(accumulated.sums)
-            reduced = all_reduce_sum([accumulated.weight, accumulated.tokens] + [accumulated.sums[k] for k in keys],
-                                     device)
-            total_weight, total_tokens = reduced[0], reduced[1]
-            sums = dict(zip(keys, reduced[2:]))
-            loss_sum = accumulated.loss_sum
-            if world > 1:
-                dist.all_reduce(loss_sum)
-            torch._foreach_div_([p.grad for p in params if p.grad is not None], max(total_weight, 1.0))
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip, foreach=True)
-            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-            loss_value, grad_norm = torch.stack([loss_sum / max(total_weight, 1.0), grad_norm.double()]).tolist()
-            skip = _skip_reason(loss_value, grad_norm, history, cfg.spikes)
-            lr = lr_at(step, cfg.schedule)
-            if skip is None:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.step()
-                history["loss"].append(loss_value)
-                history["grad_norm"].append(grad_norm)
-            else:
-                counters["skipped_updates"] += 1
-                counters[skip] += 1
-                _log(rank, f"step {step + 1}: update skipped ({skip}: loss {loss_value}, grad norm {grad_norm})")
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            counters["tokens_seen"] += int(total_tokens)
-            elapsed = time.perf_counter() - started
-            last_loss = loss_value
-            tokens_per_s = total_tokens / elapsed
-            record = {
-                "step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / world,
-                "mfu": mfu(model_cfg, objective_seq_len(objective), tokens_per_s / world, device),
-                "peak_memory_gib": peak_memory_gib(device), "step_seconds": elapsed,
-                "data_seconds": accumulated.data_seconds,
-                "update_skipped": skip, **{k: counters[k] for k in ("skipped_updates", "tokens_seen")},
-                **objective.step_metrics(accumulated.info, sums, total_weight),
-            }
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                metrics.write(record)
-                if progress is not None and dist_info.is_main:
-                    progress(record)
-            if cfg.checkpoint.every > 0 and (step % cfg.checkpoint.every == 0 or step == cfg.max_steps):
-                trainer_state = {"step": step, "counters": counters, "objective": objective.state(),
-                                 "history": {k: list(v) for k, v in history.items()}}
-                checkpoint.save(ckpt_root, step, model, optimizer, trainer_state, cfg.checkpoint, rank)
-                metrics.flush()
-    finally:
-        metrics.close()
-        close = getattr(objective, "close", None)
-        if close:
-            close()
-    return RunResult(step, last_loss, storage.join(run_dir, "metrics.jsonl"))
+    return state
+
+
+@dataclass
+class _Loop:
+    """What the steps change and a checkpoint keeps, so that a resumed run continues exactly."""
+    step: int
+    counters: dict[str, int]
+    history: dict[str, deque]
+    last_loss: float | None
+
+    @classmethod
+    def from_state(cls, state: dict, window: int) -> _Loop:
+        counters = {"skipped_updates": 0, "non_finite": 0, "spikes_skipped": 0, "tokens_seen": 0, **state["counters"]}
+        history = {key: deque(values, maxlen=window) for key, values in state["history"].items()}
+        last_loss = history["loss"][-1] if history.get("loss") else None  # a finished run, rerun
+        return cls(state["step"], counters, history, last_loss)
+
+    def trainer_state(self, objective: Objective) -> dict:
+        return {"step": self.step, "counters": self.counters, "objective": objective.state(),
+                "history": {k: list(v) for k, v in self.history.items()}}
+
+
+@dataclass
+class _StepTotals:
+    """One step's values over all ranks: what the gradients are divided by and what the step reports."""
+    weight: float
+    tokens: float
+    sums: dict[str, float]
+    loss: float
+    grad_norm: float
+
+
+def _train_step(cfg: EngineConfig, loop: _Loop, objective: Objective, model: Transformer, optimizer,
+                params: list, model_cfg: ModelConfig, dist_info: Distributed) -> dict:
+    """One optimizer step over cfg.grad_accum micro-batches (or a skipped update); returns its metrics record."""
+    started = time.perf_counter()
+    accumulated = _accumulate(cfg, objective, model, dist_info.world, dist_info.device)
+    totals = _reduce_and_clip(accumulated, params, cfg, dist_info)
+    skip = _skip_reason(totals.loss, totals.grad_norm, loop.history, cfg.spikes)
+    lr = lr_at(loop.step, cfg.schedule)
+    _update(optimizer, loop, skip, lr, totals, dist_info.rank)
+    loop.step += 1
+    loop.counters["tokens_seen"] += int(totals.tokens)
+    elapsed = time.perf_counter() - started
+    loop.last_loss = totals.loss
+    return _step_record(loop, totals, accumulated, lr, skip, elapsed, objective, model_cfg, dist_info)
+
+
+def _reduce_and_clip(accumulated: Accumulated, params: list, cfg: EngineConfig, dist_info: Distributed) -> _StepTotals:
+    """Sum the step over the ranks, divide the gradients by its weight and clip them; one device sync."""
+    device, world = dist_info.device, dist_info.world
+    # Host values (weights, token counts, objective sums) are reduced over the gloo group, so
+    # nothing here waits for the GPU; the loss and the gradient norm are read in one sync.
+    keys = sorted(accumulated.sums)
+    reduced = all_reduce_sum([accumulated.weight, accumulated.tokens] + [accumulated.sums[k] for k in keys],
+                             device)
+    total_weight, total_tokens = reduced[0], reduced[1]
+    sums = dict(zip(keys, reduced[2:]))
+    loss_sum = accumulated.loss_sum
+    if world > 1:
+        dist.all_reduce(loss_sum)
+    torch._foreach_div_([p.grad for p in params if p.grad is not None], max(total_weight, 1.0))
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip, foreach=True)
+    grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+    loss_value, grad_norm = torch.stack([loss_sum / max(total_weight, 1.0), grad_norm.double()]).tolist()
+    return _StepTotals(total_weight, total_tokens, sums, loss_value, grad_norm)
+
+
+def _update(optimizer, loop: _Loop, skip: str | None, lr: float, totals: _StepTotals, rank: int) -> None:
+    """Apply the update at `lr` and remember its loss and norm, or count and log why it was skipped."""
+    if skip is None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        loop.history["loss"].append(totals.loss)
+        loop.history["grad_norm"].append(totals.grad_norm)
+    else:
+        loop.counters["skipped_updates"] += 1
+        loop.counters[skip] += 1
+        _log(rank, f"step {loop.step + 1}: update skipped ({skip}: loss {totals.loss}, grad norm {totals.grad_norm})")
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _step_record(loop: _Loop, totals: _StepTotals, accumulated: Accumulated, lr: float, skip: str | None,
+                 elapsed: float, objective: Objective, model_cfg: ModelConfig, dist_info: Distributed) -> dict:
+    """The step's metrics line: loss, lr, throughput, MFU, memory, skips and the objective's own numbers."""
+    world, device = dist_info.world, dist_info.device
+    tokens_per_s = totals.tokens / elapsed
+    return {
+        "step": loop.step, "loss": totals.loss, "lr": lr, "grad_norm": totals.grad_norm,
+        "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / world,
+        "mfu": mfu(model_cfg, objective_seq_len(objective), tokens_per_s / world, device),
+        "peak_memory_gib": peak_memory_gib(device), "step_seconds": elapsed,
+        "data_seconds": accumulated.data_seconds,
+        "update_skipped": skip, **{k: loop.counters[k] for k in ("skipped_updates", "tokens_seen")},
+        **objective.step_metrics(accumulated.info, totals.sums, totals.weight),
+    }
 
 
 @dataclass
