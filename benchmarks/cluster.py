@@ -189,7 +189,7 @@ def machine() -> str:
             f"Python {platform.python_version()}, pyspark {pyspark.__version__}, pyarrow {pyarrow.__version__}, {java}")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=100_000, help="documents of the large input")
     parser.add_argument("--tiny", type=int, default=200, help="documents of the fixed-cost input")
@@ -207,55 +207,59 @@ def main() -> int:
     args = parser.parse_args()
     if args.check_only and args.skip_cluster:
         parser.error("--check-only needs the cluster")
-    started = time.time()
-    with ExitStack() as stack:
-        work = Path(args.work or stack.enter_context(tempfile.TemporaryDirectory(prefix="clover-bench-cluster-")))
-        work.mkdir(parents=True, exist_ok=True)
-        runners = {"local": Runner("local[2]")}
-        if not args.skip_cluster:
-            cluster = stack.enter_context(standalone_cluster(work / "spark", cores=2, memory=WORKER_MEMORY))
-            py_files = build_zip(str(work / "package"))
-            runners["cluster"] = Runner("cluster", cluster, py_files)
-            if args.shuffle_partitions and not args.check_only:
-                runners["cluster-shuffle"] = Runner(f"cluster, shuffle {args.shuffle_partitions}", cluster, py_files,
-                                                    {"spark.sql.shuffle.partitions": str(args.shuffle_partitions)})
-        if not (args.skip_s3 or args.check_only):
-            port = free_port()
-            for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
-                os.environ.pop(name, None)
-            os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="clover-bench",
-                              AWS_SECRET_ACCESS_KEY="clover-bench-secret", AWS_REGION="us-east-1",
-                              AWS_EC2_METADATA_DISABLED="true")
-            stack.enter_context(moto_server(port))
-            import boto3
+    return args
 
-            boto3.client("s3").create_bucket(Bucket=BUCKET)
-            runners["s3"] = Runner("s3")
-        sections = []
-        if not args.check_only:
-            big_flags = ["--partitions", str(args.partitions)]
-            rows = measure(work / "large", args.docs, runners, big_flags, "large")
-            header = ("stage", "input", "local[2] s", "cluster s", "cluster/local",
-                      f"cluster, {args.shuffle_partitions} shuffle partitions s", "ratio to local", "s3 s", "s3/local")
-            sections.append(f"### {args.docs:,} documents (`--partitions {args.partitions}`)\n\n{table(header, rows)}")
-            tiny_rows = measure(work / "tiny", args.tiny, runners, [], "tiny", repeats=args.repeats)
-            sections.append(f"### Fixed cost: {args.tiny:,} documents (median of {args.repeats})\n\n"
-                            f"{table(header, tiny_rows)}")
-        identity = []
-        if "cluster" in runners:
-            identity = check_bytes(work / "check", args.check_docs, runners["local"], runners["cluster"])
-            if not args.check_only:  # the large runs' outputs are compared too, for free
-                large = work / "large"
-                identity += [(stage, f"{args.docs:,}-doc sample ({runners[name].name})", "", "",
-                              identical(large / "local" / f"{stage}-0", large / name / f"{stage}-0"))
-                             for name in ("cluster", "cluster-shuffle") if name in runners for stage in ("curate", "dedup")]
-            sections.append("### Byte identity: standalone cluster vs local[2]\n\n" + table(
-                ("stage", "input", "local[2] s", "cluster s", "Parquet and model bytes"), identity))
-    failures = [f for run in runners.values() for f in run.failures]
-    mismatch = [row for row in identity if not row[-1].startswith("PASS")]
+
+def start_runners(stack: ExitStack, work: Path, args: argparse.Namespace) -> dict[str, Runner]:
+    """local[2] always; the standalone cluster (also with few shuffle partitions) and moto S3 unless skipped."""
+    runners = {"local": Runner("local[2]")}
+    if not args.skip_cluster:
+        cluster = stack.enter_context(standalone_cluster(work / "spark", cores=2, memory=WORKER_MEMORY))
+        py_files = build_zip(str(work / "package"))
+        runners["cluster"] = Runner("cluster", cluster, py_files)
+        if args.shuffle_partitions and not args.check_only:
+            runners["cluster-shuffle"] = Runner(f"cluster, shuffle {args.shuffle_partitions}", cluster, py_files,
+                                                {"spark.sql.shuffle.partitions": str(args.shuffle_partitions)})
+    if not (args.skip_s3 or args.check_only):
+        port = free_port()
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+            os.environ.pop(name, None)
+        os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="clover-bench",
+                          AWS_SECRET_ACCESS_KEY="clover-bench-secret", AWS_REGION="us-east-1",
+                          AWS_EC2_METADATA_DISABLED="true")
+        stack.enter_context(moto_server(port))
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        runners["s3"] = Runner("s3")
+    return runners
+
+
+def timing_sections(work: Path, args: argparse.Namespace, runners: dict[str, Runner]) -> list[str]:
+    """The large-input table and the fixed-cost table."""
+    header = ("stage", "input", "local[2] s", "cluster s", "cluster/local",
+              f"cluster, {args.shuffle_partitions} shuffle partitions s", "ratio to local", "s3 s", "s3/local")
+    rows = measure(work / "large", args.docs, runners, ["--partitions", str(args.partitions)], "large")
+    tiny_rows = measure(work / "tiny", args.tiny, runners, [], "tiny", repeats=args.repeats)
+    return [f"### {args.docs:,} documents (`--partitions {args.partitions}`)\n\n{table(header, rows)}",
+            f"### Fixed cost: {args.tiny:,} documents (median of {args.repeats})\n\n{table(header, tiny_rows)}"]
+
+
+def identity_rows(work: Path, args: argparse.Namespace, runners: dict[str, Runner]) -> list[tuple]:
+    """Byte identity of the check input's stages, and of the large runs' outputs (compared for free)."""
+    rows = check_bytes(work / "check", args.check_docs, runners["local"], runners["cluster"])
+    if not args.check_only:
+        large = work / "large"
+        rows += [(stage, f"{args.docs:,}-doc sample ({runners[name].name})", "", "",
+                  identical(large / "local" / f"{stage}-0", large / name / f"{stage}-0"))
+                 for name in ("cluster", "cluster-shuffle") if name in runners for stage in ("curate", "dedup")]
+    return rows
+
+
+def write_results(args: argparse.Namespace, sections: list[str], failures: list[str], minutes: float) -> None:
     command = f"python benchmarks/cluster.py {' '.join(sys.argv[1:])}".strip()
     text = (f"# Cluster and S3 benchmark, {time.strftime('%Y-%m-%d')}\n\n`{command}`\n\nMachine: {machine()}. "
-            f"Whole run: {(time.time() - started) / 60:.1f} min.\n\nCells are wall seconds of the whole command (JVM "
+            f"Whole run: {minutes:.1f} min.\n\nCells are wall seconds of the whole command (JVM "
             "start included), with the seconds the stage records in its report.json in parentheses; ratios are of "
             "wall seconds. local[2] is also the local-disk run the S3 run compares with.\n\n" + "\n\n".join(sections) + "\n")
     if failures:
@@ -265,8 +269,26 @@ def main() -> int:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, f"cluster-{time.strftime('%Y-%m-%d')}.md"), "w", encoding="utf-8") as handle:
             handle.write(text)
+
+
+def main() -> int:
+    args = parse_args()
+    started = time.time()
+    identity: list[tuple] = []
+    with ExitStack() as stack:
+        work = Path(args.work or stack.enter_context(tempfile.TemporaryDirectory(prefix="clover-bench-cluster-")))
+        work.mkdir(parents=True, exist_ok=True)
+        runners = start_runners(stack, work, args)
+        sections = [] if args.check_only else timing_sections(work, args, runners)
+        if "cluster" in runners:
+            identity = identity_rows(work, args, runners)
+            sections.append("### Byte identity: standalone cluster vs local[2]\n\n" + table(
+                ("stage", "input", "local[2] s", "cluster s", "Parquet and model bytes"), identity))
+    failures = [f for run in runners.values() for f in run.failures]
+    write_results(args, sections, failures, (time.time() - started) / 60)
     for row in identity:
         print(f"{'PASS' if row[-1].startswith('PASS') else 'FAIL'} {row[0]} ({row[1]}): {row[-1]}")
+    mismatch = [row for row in identity if not row[-1].startswith("PASS")]
     return 1 if failures or mismatch else 0
 
 

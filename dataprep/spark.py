@@ -22,8 +22,21 @@ class SparkConfig:
     conf: dict[str, str] = field(default_factory=dict, metadata={"help": "extra Spark settings"})
 
 
+# Clover's quiet log4j2 configuration: WARN, with the start-up warnings every local run prints silenced.
+QUIET_LOG4J = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
+
+
+def verbose() -> bool:
+    """True under `--verbose` or CLOVER_VERBOSE=1: Spark's and Great Expectations' own output, unfiltered."""
+    return os.environ.get("CLOVER_VERBOSE", "") not in ("", "0")
+
+
 def spark_session(cfg: SparkConfig, app_name: str):
-    """The active session (under spark-submit) or a new one; local[*] unless a master is given."""
+    """The active session (under spark-submit) or a new one; local[*] unless a master is given.
+
+    A session Clover starts logs through QUIET_LOG4J unless verbose() or the config names its own
+    log4j2 file; the JVM starts in getOrCreate, so driver Java options set here still apply.
+    """
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -43,6 +56,9 @@ def spark_session(cfg: SparkConfig, app_name: str):
         "spark.ui.showConsoleProgress": "false",
         **cfg.conf,
     }
+    java_options = settings.get("spark.driver.extraJavaOptions", "")
+    if not verbose() and "log4j2.configurationFile" not in java_options:
+        settings["spark.driver.extraJavaOptions"] = f'-Dlog4j2.configurationFile="{QUIET_LOG4J}" {java_options}'.strip()
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

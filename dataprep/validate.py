@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from dataprep.spark import read_parquet
+from dataprep.spark import read_parquet, verbose
 from dataprep.stages import Frames, frames_for
 from quality import expectations as suites
 from quality.gate import dataset_record, member_uri
@@ -52,13 +52,15 @@ class Validation:
 
 def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str) -> Validation:
     """Validate each (DataFrame, expectations) with one checkpoint; Data Docs get a page per suite."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # GX draws a metrics progress bar per suite; stage progress is ours
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     # GX's site store writes a local, absolute directory; Data Docs for an object store are built
     # in a temporary one and copied there through pyarrow.
     local_docs = os.path.abspath(docs_dir) if "://" not in docs_dir else tempfile.mkdtemp(prefix="clover-docs-")
     context = gx.get_context(mode="ephemeral")
+    if not verbose():  # GX draws a "Calculating Metrics" bar per suite into the log; the stage prints its own progress
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     context.add_data_docs_site(site_name="clover", site_config={
         "class_name": "SiteBuilder",
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": local_docs},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, TypeVar
 
@@ -25,6 +26,24 @@ def add_spark_arguments(parser: argparse.ArgumentParser, partitions: bool = True
     parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
     if partitions:
         parser.add_argument("--partitions", type=int, help="output partitions (default: from input size)")
+    add_verbose_argument(parser)
+
+
+class _Verbose(argparse.Action):
+    """Sets CLOVER_VERBOSE=1, which dataprep.spark.verbose() reads where Spark and GX are set up."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ["CLOVER_VERBOSE"] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action=_Verbose,
+                        help="also Spark's start-up warnings and Great Expectations' progress bars (default: quiet; "
+                             "CLOVER_VERBOSE=1 does the same)")
 
 
 def add_validation_arguments(parser: argparse.ArgumentParser, gated_input: bool = True, own_suite: bool = True) -> None:
