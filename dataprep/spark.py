@@ -47,6 +47,20 @@ def spark_session(cfg: SparkConfig, app_name: str):
     master = cfg.master or ("" if under_spark_submit else "local[*]")
     if master:
         builder = builder.master(master)
+    for key, value in session_settings(cfg, master).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+# Where the object store is, never who may read it: credentials stay with each machine's own AWS chain,
+# since Spark shows its settings in the UI and the event log.
+OBJECT_STORE_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def session_settings(cfg: SparkConfig, master: str) -> dict[str, str]:
+    """The settings of a session Clover starts; `cfg.conf` wins over every default here."""
     settings = {
         "spark.driver.memory": cfg.driver_memory,
         # Small local runs drown in 200 shuffle tasks; clusters keep their own setting.
@@ -54,16 +68,14 @@ def spark_session(cfg: SparkConfig, app_name: str):
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
+        # executors on other machines reach the object store the driver reaches
+        **{f"spark.executorEnv.{name}": os.environ[name] for name in OBJECT_STORE_ENV if os.environ.get(name)},
         **cfg.conf,
     }
     java_options = settings.get("spark.driver.extraJavaOptions", "")
     if not verbose() and "log4j2.configurationFile" not in java_options:
         settings["spark.driver.extraJavaOptions"] = f'-Dlog4j2.configurationFile="{QUIET_LOG4J}" {java_options}'.strip()
-    for key, value in settings.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    return spark
+    return settings
 
 
 def ship_file(spark, uri: str) -> Callable[[], str]:

@@ -120,3 +120,12 @@ def test_a_dataset_without_its_commit_file_is_absent_on_s3(s3_bucket):
     fs.delete_file(path)  # a commit that died after removing the old record, before writing the new
     with pytest.raises(FileNotFoundError, match="no report.json"):
         storage.documents_path(out)
+
+
+def test_executors_are_told_where_the_object_store_is_but_not_the_credentials():
+    from dataprep.spark import SparkConfig, session_settings
+
+    settings = session_settings(SparkConfig(conf={"spark.executorEnv.AWS_REGION": "eu-west-1"}), "spark://head:7077")
+    assert settings["spark.executorEnv.AWS_ENDPOINT_URL"] == os.environ["AWS_ENDPOINT_URL"]
+    assert settings["spark.executorEnv.AWS_REGION"] == "eu-west-1"  # the config wins
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in repr(settings) and os.environ["AWS_ACCESS_KEY_ID"] not in repr(settings)
