@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.common import exit_on_config_error, stage_config, stage_parser
+from jobs.common import add_verbose_argument, exit_on_config_error, stage_config, stage_parser
 from jobs.progress import SparkProgress, step_bar
 
 
@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None, prog: str = "clover demo") -> int:
                                 "tokenize, validate, pretrain clover-tiny, prep-pairs, DPO, export, generate.")
     parser.add_argument("--out", default="clover-demo", help="directory for every stage's output (default clover-demo)")
     parser.add_argument("--force", action="store_true", help="redo finished stages")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     cfg = stage_config(DemoConfig, args, {})
     summary = run_demo(args.out, cfg, force=args.force)

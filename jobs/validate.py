@@ -8,6 +8,7 @@ import sys
 
 from dataprep.spark import SparkConfig, spark_session
 from dataprep.validate import KINDS, check_dataset, validate_dataset
+from jobs.common import add_verbose_argument
 
 
 def main(argv: list[str] | None = None, prog: str = "clover validate") -> int:
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None, prog: str = "clover validate") -> int:
                         "PATH/validation.json, which the next stage's gate reads")
     parser.add_argument("--docs-dir", help="where to write the Data Docs site (default: PATH/data_docs)")
     parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     try:
         target = check_dataset(args.path, args.kind)  # every check that needs no Spark, before it starts
