@@ -148,9 +148,14 @@ class _Rows:
             yield from self.flush()
 
 
+# Bytes per read from storage: on an object store each read of an unbuffered stream is one GET, and
+# 8 KiB GETs turned a 76 MiB JSONL read on S3 from under a second into minutes.
+READ_BUFFER_BYTES = 8 << 20
+
+
 def _open_jsonl(uri: str):
     fs, path = resolve(uri)
-    stream = fs.open_input_stream(path, compression=None)
+    stream = fs.open_input_stream(path, compression=None, buffer_size=READ_BUFFER_BYTES)
     if uri.endswith(".gz"):
         return io.BufferedReader(gzip.GzipFile(fileobj=stream))
     if uri.endswith(".zst"):

@@ -39,7 +39,7 @@ def test_a_stage_is_quiet_by_default(tmp_path):
     """One real `clover curate` (~35 s): no Spark start-up noise or GX progress bars, the summary and report still shown."""
     import os
 
-    from dataprep.sample import write_sample
+    from schemas.sample import write_sample
 
     write_sample(str(tmp_path / "raw"), 50)
     env = {k: v for k, v in os.environ.items() if k != "CLOVER_VERBOSE"}
