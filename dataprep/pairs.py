@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from dataprep.spark import SparkConfig, partitions_for, read_parquet, ship_file, write_parquet
-from dataprep.stages import Option, Stage, register
+from dataprep.stages import TOKENIZER_OPTION, Option, Stage, register
 from dataprep.train_tokenizer import load_tokenizer_metadata
 from dataprep.validate import commit_stage
 from quality import expectations as suites
@@ -283,7 +283,7 @@ register(Stage(
     input_kind="pairs",
     validates=("prep-pairs", "review"),  # `clover review` writes pairs of the same contract, without Spark
     frames=validation_frames,
-    options=(Option("--tokenizer", help="directory from clover train-tokenizer", kwargs={"required": True}),
+    options=(TOKENIZER_OPTION,
              Option("--max-length", "max_length")),
     gated_input=False,
     module=__name__,

@@ -29,6 +29,10 @@ class Option:
     kwargs: dict = field(default_factory=dict)  # extra argparse settings (choices, metavar, required, type)
 
 
+# the trained tokenizer, which the stages that encode text read
+TOKENIZER_OPTION = Option("--tokenizer", help="directory from clover train-tokenizer", kwargs={"required": True})
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep.spark import SparkConfig, quarantine_rows, read_parquet, ship_file, write_parquet
-from dataprep.stages import Option, Stage, register
+from dataprep.stages import TOKENIZER_OPTION, Option, Stage, register
 from dataprep.train_tokenizer import load_tokenizer_metadata
 from dataprep.validate import commit_stage
 from quality import expectations as suites
@@ -353,7 +353,7 @@ register(Stage(
     input_kind="documents",
     validates=("tokens",),
     frames=validation_frames,
-    options=(Option("--tokenizer", help="directory from clover train-tokenizer", kwargs={"required": True}),
+    options=(TOKENIZER_OPTION,
              Option("--seq-len", "seq_len")),
     module=__name__,
     step=40,
