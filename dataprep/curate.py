@@ -210,7 +210,7 @@ register(Stage(
                                         f"quarantined {report.quarantined} -> {args.out}"),
     inputs=("inputs", "files, directories or globs"),
     out_help="output directory (documents/, rejected/, quarantine/)",
-    input_kind="raw",
+    writes="documents",
     validates=("curate",),
     frames=validation_frames,
     options=(Option("--text-field", "ingest.text_field"), Option("--id-field", "ingest.id_field",

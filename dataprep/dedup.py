@@ -391,7 +391,7 @@ register(Stage(
     describe=_describe,
     inputs=("input", "a documents dataset (or a curate output directory)"),
     out_help="output directory (documents/, duplicates/, quarantine/)",
-    input_kind="documents",
+    writes="documents",
     validates=("dedup",),
     frames=validation_frames,
     options=(

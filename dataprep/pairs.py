@@ -280,7 +280,7 @@ register(Stage(
         f"{report.quarantined}, truncated {report.extra['truncated']} -> {args.out}"),
     inputs=("inputs", "JSONL (.gz/.zst) or Parquet with pair_id, prompt, chosen, rejected[, source, meta]"),
     out_help="output directory (pairs/, removed/, quarantine/, report.json)",
-    input_kind="pairs",
+    writes="pairs",
     validates=("prep-pairs", "review"),  # `clover review` writes pairs of the same contract, without Spark
     frames=validation_frames,
     options=(TOKENIZER_OPTION,

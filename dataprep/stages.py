@@ -43,7 +43,7 @@ class Stage:
     describe: Callable[[Any, Any, argparse.Namespace], str]  # (report, cfg, args) -> the summary line it prints
     inputs: tuple[str, str]  # (positional: "input" or "inputs" for one or more, its help)
     out_help: str  # what --out holds: the output layout
-    input_kind: str  # what it reads: "raw", "documents", "pairs"
+    writes: str  # the kind of dataset it writes: "documents", "tokens", "pairs", "tokenizer"
     validates: tuple[str, ...] = ()  # the dataset kinds whose records `frames` validates
     frames: Frames | None = None
     options: tuple[Option, ...] = ()
@@ -81,3 +81,12 @@ def frames_for(kind: str) -> Frames | None:
         if kind in stage.validates:
             return stage.frames
     return None
+
+
+def dataset_kinds() -> dict[str, tuple[str, ...]]:
+    """Each kind of validated dataset (documents, pairs, tokens) -> the record kinds whose suites check it."""
+    kinds: dict[str, tuple[str, ...]] = {}
+    for stage in discover().values():
+        if stage.validates:
+            kinds[stage.writes] = kinds.get(stage.writes, ()) + stage.validates
+    return kinds

@@ -350,7 +350,7 @@ register(Stage(
     describe=_describe,
     inputs=("input", "a documents dataset (or a curate/dedup output directory)"),
     out_help="output directory (shards/, manifest.json, report.json)",
-    input_kind="documents",
+    writes="tokens",
     validates=("tokens",),
     frames=validation_frames,
     options=(TOKENIZER_OPTION,

@@ -129,7 +129,7 @@ register(Stage(
         f"lines / {meta['sample']['chars']} chars, sha256 {meta['sha256'][:12]} -> {args.out}"),
     inputs=("input", "a documents dataset (or a curate/dedup output directory)"),
     out_help="directory for tokenizer.model and tokenizer.json",
-    input_kind="documents",
+    writes="tokenizer",
     options=(Option("--vocab-size", "vocab_size"), Option("--model-type", "model_type", kwargs={"choices": ["bpe", "unigram"]}),
              Option("--sample-docs", "sample_docs")),
     own_suite=False,

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from dataprep.spark import read_parquet, verbose
-from dataprep.stages import Frames, frames_for
+from dataprep.stages import Frames, dataset_kinds, frames_for
 from quality import expectations as suites
 from quality.gate import dataset_record, member_uri
 from quality.signals import Bounds
@@ -112,8 +112,8 @@ def frames_of(kind: str) -> Frames | None:
     return FOREIGN_FRAMES.get(kind) or frames_for(kind)
 
 
-# `--kind` for datasets Clover did not write: which Clover kinds each covers, the columns it needs.
-KINDS = {"documents": ("curate", "dedup"), "pairs": ("prep-pairs", "review"), "tokens": ("tokens",)}
+# `--kind` for datasets Clover did not write: the columns each needs (the Clover kinds each covers come
+# from the stages that write it, `dataset_kinds()`).
 REQUIRED_COLUMNS = {"documents": ("id", "text"), "pairs": ("pair_id", "prompt", "chosen", "rejected")}
 FOREIGN_RECORD = "validation.json"
 
@@ -130,8 +130,9 @@ class Target:
 
 def check_dataset(path: str, kind: str | None = None) -> Target:
     """Every check that needs no Spark, before Spark starts; raises with a command that works."""
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
+    kinds = dataset_kinds()
+    if kind is not None and kind not in kinds:
+        raise ValueError(f"--kind {kind!r}: choose one of {', '.join(kinds)}")
     found = dataset_record(path)
     if found is not None and found[0].endswith(f"/{FOREIGN_RECORD}"):
         kind = kind or found[1].get("kind")
@@ -143,7 +144,7 @@ def check_dataset(path: str, kind: str | None = None) -> Target:
     inferred = record.get("kind") if record_uri.endswith("manifest.json") else record.get("stage")
     if frames_of(inferred) is None:
         raise ValueError(f"{record_uri}: no validation suite for datasets of kind {inferred!r}")
-    if kind is not None and inferred not in KINDS[kind]:
+    if kind is not None and inferred not in kinds[kind]:
         raise ValueError(f"{path} is a Clover {inferred} dataset, not {kind}: run `clover validate {path}` "
                          "(the kind is read from its record)")
     if inferred == "tokens":

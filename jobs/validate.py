@@ -7,7 +7,8 @@ import argparse
 import sys
 
 from dataprep.spark import SparkConfig, spark_session
-from dataprep.validate import KINDS, check_dataset, validate_dataset
+from dataprep.stages import dataset_kinds
+from dataprep.validate import check_dataset, validate_dataset
 from jobs.common import add_verbose_argument
 
 
@@ -16,7 +17,7 @@ def main(argv: list[str] | None = None, prog: str = "clover validate") -> int:
         "Validate a curate, dedup, tokens or preference-pairs dataset, or with --kind any Parquet documents or "
         "pairs directory; record the result beside it and publish Data Docs."))
     parser.add_argument("path", metavar="PATH", help="the dataset directory")
-    parser.add_argument("--kind", choices=sorted(KINDS), help="what a dataset Clover did not write holds (the kind "
+    parser.add_argument("--kind", choices=sorted(dataset_kinds()), help="what a dataset Clover did not write holds (the kind "
                         "of a Clover dataset is read from its report.json or manifest.json); the result goes to "
                         "PATH/validation.json, which the next stage's gate reads")
     parser.add_argument("--docs-dir", help="where to write the Data Docs site (default: PATH/data_docs)")
