@@ -8,6 +8,7 @@ entry points) may import anything. Inside training/: trainer <- inference <- pre
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -129,3 +130,29 @@ def test_no_function_is_longer_than_sixty_lines():
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60:
                     long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
     assert long == []
+
+
+def _declared_distributions() -> set[str]:
+    """Distribution names setup.cfg installs for `pip install -e ".[dev]"` (what CI has)."""
+    import configparser
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    lines = config["options"]["install_requires"].split("\n") + config["options.extras_require"]["dev"].split("\n")
+    return {re.split(r"[\[<>=!~ ]", line.strip())[0].lower().replace("_", "-") for line in lines if line.strip()}
+
+
+def test_every_module_a_test_imports_at_top_level_is_a_declared_dependency():
+    """CI installs only setup.cfg's dev extra: a test importing anything else fails at collection there."""
+    from importlib.metadata import packages_distributions
+    providers = packages_distributions()
+    declared = _declared_distributions()
+    missing = set()
+    for path in sorted((REPO / "tests").glob("*.py")):
+        for imported in _imports(path, top_level_only=True):
+            top = imported.split(".")[0]
+            if top in sys.stdlib_module_names or top in (*PACKAGES, "tests", "__future__"):
+                continue
+            distributions = {name.lower().replace("_", "-") for name in providers.get(top, [top])}
+            if not distributions & declared:
+                missing.add(f"{path.name}: {top}")
+    assert sorted(missing) == []
