@@ -42,7 +42,8 @@ def _convert(value: Any, tp: Any, key: str, default: Any) -> Any:
             if item is None:  # null removes an entry (for example, disables a threshold)
                 merged.pop(name, None)
             else:
-                merged[str(name)] = _convert(item, value_type, f"{key}.{name}", merged.get(name))
+                merged[str(name)] = _convert(_as_text(item) if value_type is str else item, value_type,
+                                             f"{key}.{name}", merged.get(name))
         return merged
     if origin is list:
         if not isinstance(value, list):
@@ -54,6 +55,13 @@ def _convert(value: Any, tp: Any, key: str, default: Any) -> Any:
     if tp is Any or (isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         return value
     raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _as_text(value: Any) -> Any:
+    """A YAML scalar as the string a free-form setting map holds (`spark.conf`: `true`, not True)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if isinstance(value, (int, float)) else value
 
 
 def _build(cls: type[T], data: dict, prefix: str = "", base: T | None = None) -> T:

@@ -59,3 +59,15 @@ def test_set_reaches_a_mapping_entry_whose_name_has_dots():
     """Spark settings are dotted names: `--set spark.conf.spark.ui.enabled=false` sets one entry."""
     cfg = load_config(CurateConfig, None, {"spark.conf.spark.ui.enabled": "false", "spark.partitions": 2})
     assert cfg.spark.conf == {"spark.ui.enabled": "false"} and cfg.spark.partitions == 2
+
+
+def test_spark_settings_from_set_or_yaml_stay_strings(tmp_path):
+    """`--set spark.conf.spark.eventLog.enabled=true` reads YAML `true`; Spark wants the text "true"."""
+    overrides = dict(parse_set_option(item) for item in ("spark.conf.spark.eventLog.enabled=true",
+                                                         "spark.conf.spark.sql.shuffle.partitions=16"))
+    (tmp_path / "c.yaml").write_text("spark:\n  conf:\n    spark.ui.enabled: false\n")
+    cfg = load_config(CurateConfig, str(tmp_path / "c.yaml"), overrides)
+    assert cfg.spark.conf == {"spark.ui.enabled": "false", "spark.eventLog.enabled": "true",
+                              "spark.sql.shuffle.partitions": "16"}
+    with pytest.raises(ConfigError, match="'spark.master' must be str"):
+        load_config(CurateConfig, None, {"spark.master": 3})
