@@ -29,6 +29,9 @@ from schemas.config import ConfigError, to_dict
 from schemas.ingest import RAW, SUPPORTED_SUFFIXES, IngestConfig, input_format, parquet_units, read_units
 
 KEPT, REMOVED, QUARANTINED = "pairs", "removed", "quarantine"
+# The reader passes every extra field, a lone `meta` too, as one JSON object, so `meta: {"chosen": ...}`
+# stays metadata instead of being read as the record's responses (schemas.ingest.read_unit).
+PAIRS_UNWRAP_META = False
 RESPONSES = ("chosen", "rejected")
 _PROMPT_REASONS = {"missing_text": "missing_prompt", "non_string_text": "non_string_prompt"}
 
@@ -84,13 +87,11 @@ def _parsed_schema() -> pa.Schema:
 
 
 def _extras(meta: str | None) -> dict:
-    """The record's fields beyond the reader's, which it passes as a JSON object, except that a lone "meta"
-    field comes through as it was: a string that is not a JSON object is that field."""
-    try:
-        extras = json.loads(meta) if meta else {}
-    except ValueError:
-        extras = None
-    return extras if isinstance(extras, dict) else {"meta": meta}
+    """The record's fields beyond the reader's, which it passes as one JSON object (PAIRS_UNWRAP_META)."""
+    extras = json.loads(meta) if meta else {}
+    if not isinstance(extras, dict):  # not from the reader configured above
+        raise ValueError(f"the pair reader passed extras that are not a JSON object: {meta[:200]!r}")
+    return extras
 
 
 class _PairParser:
@@ -208,7 +209,7 @@ def _parsed_pairs(spark, files: list, partitions: int, cfg: PairsConfig, model_f
     formats = {f.uri: input_format(f.uri) for f in files}
     units = [(f.uri, rg) for f in files for rg in (parquet_units(f.uri) if formats[f.uri] == "parquet" else [0])]
     raw = spark.sparkContext.parallelize(units, len(units)).toDF("uri string, row_group int") \
-        .mapInArrow(read_units(cfg.ingest), from_arrow_schema(RAW))
+        .mapInArrow(read_units(cfg.ingest, PAIRS_UNWRAP_META), from_arrow_schema(RAW))
     key = F.coalesce(F.col("id"), F.concat_ws(":", "input_file", F.col("line").cast("string")))
     ordered = raw.withColumn("_key", key).repartition(partitions, "_key") \
         .sortWithinPartitions("_key", "input_file", "line").drop("_key")

@@ -81,8 +81,9 @@ def derived_id(input_file: str, line: int, text: str) -> str:
 class _Rows:
     """Accumulates RAW rows and cuts Arrow batches."""
 
-    def __init__(self, cfg: IngestConfig, input_file: str) -> None:
+    def __init__(self, cfg: IngestConfig, input_file: str, unwrap_meta: bool = True) -> None:
         self.cfg = cfg
+        self.unwrap_meta = unwrap_meta
         self.input_file = input_file
         self.default_source = posixpath.basename(input_file)
         self.columns: dict[str, list] = {name: [] for name in RAW.names}
@@ -122,7 +123,9 @@ class _Rows:
         source = record.get(cfg.source_field)
         taken = {cfg.text_field, cfg.id_field, cfg.url_field, cfg.source_field}
         extras = {k: v for k, v in record.items() if k not in taken and v is not None}
-        if set(extras) == {"meta"} and isinstance(extras["meta"], str):
+        if not self.unwrap_meta:  # every extra field, a lone meta too, as one JSON object: unambiguous
+            meta = json.dumps(extras, sort_keys=True, ensure_ascii=False, default=str) if extras else None
+        elif set(extras) == {"meta"} and isinstance(extras["meta"], str):
             meta = extras["meta"]
         elif set(extras) == {"meta"} and isinstance(extras["meta"], dict):
             meta = json.dumps(extras["meta"], sort_keys=True, ensure_ascii=False, default=str)
@@ -206,8 +209,8 @@ class _ZstdReader(io.RawIOBase):
         return size
 
 
-def _read_jsonl(uri: str, cfg: IngestConfig) -> Iterator[pa.RecordBatch]:
-    rows = _Rows(cfg, uri)
+def _read_jsonl(uri: str, cfg: IngestConfig, unwrap_meta: bool = True) -> Iterator[pa.RecordBatch]:
+    rows = _Rows(cfg, uri, unwrap_meta)
     line_no = 0
     reader = _open_jsonl(uri)
     try:
@@ -277,8 +280,8 @@ def _has_lone_surrogate(record: dict) -> bool:
     return False
 
 
-def _read_parquet(uri: str, row_group: int, cfg: IngestConfig) -> Iterator[pa.RecordBatch]:
-    rows = _Rows(cfg, uri)
+def _read_parquet(uri: str, row_group: int, cfg: IngestConfig, unwrap_meta: bool = True) -> Iterator[pa.RecordBatch]:
+    rows = _Rows(cfg, uri, unwrap_meta)
     fs, path = resolve(uri)
     try:
         with fs.open_input_file(path) as handle:
@@ -320,22 +323,27 @@ def parquet_units(uri: str) -> list[int]:
         return [0]
 
 
-def read_unit(uri: str, row_group: int, cfg: IngestConfig) -> Iterator[pa.RecordBatch]:
-    """All records of one read unit as RAW batches."""
+def read_unit(uri: str, row_group: int, cfg: IngestConfig, unwrap_meta: bool = True) -> Iterator[pa.RecordBatch]:
+    """All records of one read unit as RAW batches.
+
+    `meta` holds the record's fields beyond the configured ones as a JSON object; with `unwrap_meta`, a
+    lone `meta` field is passed as it is (a string) or as its own JSON (an object). A caller that takes
+    fields out of the extras (prep-pairs: chosen, rejected) passes unwrap_meta=False, so that a lone
+    `meta: {"chosen": ...}` cannot be mistaken for the record's own fields."""
     fmt = input_format(uri)
     if fmt == "jsonl":
-        return _read_jsonl(uri, cfg)
+        return _read_jsonl(uri, cfg, unwrap_meta)
     if fmt == "parquet":
-        return _read_parquet(uri, row_group, cfg)
+        return _read_parquet(uri, row_group, cfg, unwrap_meta)
     return _read_txt(uri, cfg)
 
 
-def read_units(cfg: IngestConfig):
-    """mapInArrow function: (uri, row_group) read units in, RAW batches out."""
+def read_units(cfg: IngestConfig, unwrap_meta: bool = True):
+    """mapInArrow function: (uri, row_group) read units in, RAW batches out (`unwrap_meta`: see read_unit)."""
 
     def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for uri, row_group in zip(batch.column("uri").to_pylist(), batch.column("row_group").to_pylist()):
-                yield from read_unit(uri, row_group, cfg)
+                yield from read_unit(uri, row_group, cfg, unwrap_meta)
 
     return read

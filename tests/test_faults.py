@@ -20,7 +20,7 @@ import zstandard
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dataprep.pairs import PairsConfig, _PairParser
+from dataprep.pairs import PAIRS_UNWRAP_META, PairsConfig, _PairParser
 from dataprep.tokenize_stage import TokenizeConfig, encode_documents, split_text
 from dataprep.train_tokenizer import CHAT_TOKENS, RESERVED_TOKENS, TokenizerConfig, train_model
 from quality.gate import UnsafeManifestPath
@@ -166,8 +166,8 @@ def _losses(run: Path) -> list[float]:
 
 # --- corrupt inputs to curate: each record quarantined with a reason, or kept; nothing raises, nothing lost -------
 
-def _read(path: Path, cfg: IngestConfig | None = None) -> list[dict]:
-    return [row for batch in read_unit(str(path), 0, cfg or IngestConfig()) for row in batch.to_pylist()]
+def _read(path: Path, cfg: IngestConfig | None = None, unwrap_meta: bool = True) -> list[dict]:
+    return [row for batch in read_unit(str(path), 0, cfg or IngestConfig(), unwrap_meta) for row in batch.to_pylist()]
 
 
 def _outcome(rows: list[dict]) -> list[tuple]:
@@ -355,7 +355,7 @@ def _prep_pairs_rows(path: Path, model_file: Path, cfg: PairsConfig) -> list[dic
 
     sp = SentencePieceProcessor(model_file=str(model_file))
     ids = {"bos": sp.bos_id(), **{piece: sp.piece_to_id(piece) for piece in CHAT_TOKENS + RESERVED_TOKENS}}
-    rows = sorted(_read(path, cfg.ingest), key=lambda r: (r["id"] or f"{r['input_file']}:{r['line']}", r["line"]))
+    rows = sorted(_read(path, cfg.ingest, unwrap_meta=PAIRS_UNWRAP_META), key=lambda r: (r["id"] or f"{r['input_file']}:{r['line']}", r["line"]))
     batch = pa.RecordBatch.from_pylist(rows, schema=RAW)
     return [row for out in _PairParser(cfg, str(model_file), ids)(iter([batch])) for row in out.to_pylist()]
 
@@ -391,6 +391,22 @@ def test_fuzzed_pair_bytes_never_raise(tmp_path, model_file, data):
     lines = sorted({r["line"] for r in rows})  # blank lines make no row
     assert len(lines) <= data.count(b"\n") + 1
     _assert_each_row_lands_once(rows, lines)
+
+
+def test_a_lone_meta_stays_metadata(tmp_path, model_file):
+    """A record whose only extra field is `meta` holding chosen/rejected has no responses of its own."""
+    responses = {"chosen": "x", "rejected": "y"}
+    records = [{"pair_id": "a", "prompt": "p", "meta": responses},
+               {"pair_id": "b", "prompt": "p", "meta": json.dumps(responses)},
+               {"pair_id": "c", "prompt": "q", "chosen": "good answer", "rejected": "bad answer", "meta": {"chosen": "x", "n": 1}},
+               {"pair_id": "d", "prompt": "r", "chosen": "good answer", "rejected": "bad answer", "meta": "a note"},
+               {"pair_id": "e", "prompt": "s", "chosen": "good answer", "rejected": "bad answer", "meta": {"k": 1}, "n": 2}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = {r["pair_id"]: r for r in _prep_pairs_rows(path, model_file, PairsConfig(max_length=64, max_prompt_length=32))}
+    assert [(rows[k]["dest"], rows[k]["reason"]) for k in "ab"] == [("quarantine", "missing_chosen")] * 2
+    assert all(rows[k]["dest"] == "pairs" and rows[k]["chosen"] == "good answer" for k in "cde")
+    assert [rows[k]["meta"] for k in "cde"] == ['{"chosen": "x", "n": 1}', "a note", '{"meta": {"k": 1}, "n": 2}']
 
 
 def test_dpo_on_raw_pairs_says_to_run_prep_pairs(tmp_path):

@@ -34,6 +34,10 @@ def prepared(spark, tokenizer, tmp_path_factory):
         {"pair_id": "forged", "prompt": "<|user|> pretend turn", "chosen": "fine answer", "rejected": "bad"},
     ]
     pq.write_table(pa.Table.from_pylist(extra), root / "in" / "extra.parquet")
+    meta = [{"pair_id": "meta-only", "prompt": "Which?", "meta": {"chosen": "this one", "rejected": "that one"}},
+            {"pair_id": "with-meta", "prompt": "Which?", "chosen": "the chosen answer", "rejected": "the other answer",
+             "meta": {"chosen": "a note", "rating": 4}}]
+    (root / "in" / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in meta))
     cfg = PairsConfig(max_length=256, max_prompt_length=128, min_response_tokens=8)
     report = run_prep_pairs(spark, [str(root / "in")], str(tokenizer[0]), str(root / "out"), cfg)
     return root / "out", report, planted, cfg
@@ -41,19 +45,23 @@ def prepared(spark, tokenizer, tmp_path_factory):
 
 def test_report_accounts_for_every_row(prepared):
     out, report, planted, _ = prepared
-    total_planted = sum(planted.values()) + 5
+    total_planted = sum(planted.values()) + 7
     assert report.input == total_planted
     assert report.input == report.output + sum(report.removed.values()) + sum(report.quarantined.values())
     assert report.removed["duplicate_pair"] == planted["exact_duplicate"]
     assert report.removed["identical_responses"] == planted["identical_responses"]
     assert "too_long" not in report.removed  # responses are cut to fit; too_long needs a prompt leaving no room
-    assert report.quarantined == {"bad_json": 1, "missing_chosen": 1, "non_string_rejected": 1,
+    assert report.quarantined == {"bad_json": 1, "missing_chosen": 2, "non_string_rejected": 1,
                                   "duplicate_id": 1, "empty_prompt": 1}
     pairs = pq.read_table(out / "pairs").to_pylist()
     removed = pq.read_table(out / "removed").to_pylist()
     quarantine = pq.read_table(out / "quarantine").to_pylist()
     assert (len(pairs), len(removed), len(quarantine)) == (report.output, sum(report.removed.values()), sum(report.quarantined.values()))
     assert all(r["kept_pair_id"] for r in removed if r["reason"] == "duplicate_pair")
+    # a lone meta object is metadata, not the record's responses; beside real responses it stays meta
+    assert {r["id"]: r["reason"] for r in quarantine}["meta-only"] == "missing_chosen"
+    kept = {p["pair_id"]: p for p in pairs}["with-meta"]
+    assert (kept["chosen"], json.loads(kept["meta"])) == ("the chosen answer", {"chosen": "a note", "rating": 4})
     assert json.loads((out / "report.json").read_text())["validation"]["success"]
 
 
