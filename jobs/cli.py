@@ -5,24 +5,26 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand -> (module with main(argv, prog), one-line description); the Spark stages come from their registry
+# subcommand -> (module with main(argv, prog), one-line description); the Spark stages come from their registry.
+# Each module but inspect's and validate's declares its arguments and config as `COMMAND` (jobs/flags.py), which
+# the config reference reads.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.demo", "run the whole path on the built-in sample: data, validation, pretrain, DPO, export"),
     "make-sample": ("jobs.make_sample", "write the built-in dirty sample corpus (no download)"),
     "inspect": ("jobs.inspection", "a self-contained HTML report of what a stage kept, removed and why (no Spark)"),
     "validate": ("jobs.validate", "validate any Clover dataset with Great Expectations; exit 1 on failure"),
+    "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
+    "plan": ("jobs.plan", "parameters, FLOPs per token and per-GPU memory of a model preset"),
+    "train": ("jobs.train", "pretrain a model preset with FSDP on validated token shards (one process; torchrun jobs/train.py for more)"),
     "dpo": ("jobs.dpo", "align a pretrained run with DPO on prepared preference pairs (torchrun jobs/dpo.py for more)"),
     "export": ("jobs.export", "export a run as a Hugging Face Llama directory (transformers, vLLM)"),
-    "quantize": ("jobs.quantize", "4-bit GPTQ of an exported model through llm-compressor (the quantize extra)"),
     "generate": ("jobs.generate", "print a completion from a run or an exported directory"),
+    "quantize": ("jobs.quantize", "4-bit GPTQ of an exported model through llm-compressor (the quantize extra)"),
     "serve": ("jobs.serve", "serve a run or export as OpenAI-compatible chat and text completions (batched)"),
     "sample-candidates": ("jobs.sample_candidates", "generate candidate responses at several temperatures (resumable)"),
     "judge": ("jobs.judge", "judge candidates pairwise in both orders with an endpoint or local model (resumable)"),
     "review": ("jobs.review", "export pairs for human review; import decisions into a preference-pairs dataset"),
-    "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
     "package": ("jobs.package", "build clover.zip for spark-submit --py-files (executors need the dependencies only)"),
-    "plan": ("jobs.plan", "parameters, FLOPs per token and per-GPU memory of a model preset"),
-    "train": ("jobs.train", "pretrain a model preset with FSDP on validated token shards (one process; torchrun jobs/train.py for more)"),
 }
 
 

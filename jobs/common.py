@@ -16,16 +16,21 @@ T = TypeVar("T")
 
 def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", help="YAML config file; flags override it")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set thresholds.gopher_word_count.min=20")
+    add_config_arguments(parser)
     return parser
 
 
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config and --set, which every command has: defaults < --config < --set < the named flags."""
+    parser.add_argument("--config", help="YAML config file; --set and the named flags override it")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key (dotted, see docs/config-reference.md); VALUE is read as YAML")
+
+
 def add_spark_arguments(parser: argparse.ArgumentParser, partitions: bool = True) -> None:
-    parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
+    parser.add_argument("--master", help="Spark master; without it, spark-submit's, else local[*]")
     if partitions:
-        parser.add_argument("--partitions", type=int, help="output partitions (default: from input size)")
+        parser.add_argument("--partitions", type=int, help="output partitions; without it, derived from the input size")
     add_verbose_argument(parser)
 
 
@@ -42,7 +47,7 @@ class _Verbose(argparse.Action):
 
 def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action=_Verbose,
-                        help="also Spark's start-up warnings and Great Expectations' progress bars (default: quiet; "
+                        help="also Spark's start-up warnings and Great Expectations' progress bars (quiet without it; "
                              "CLOVER_VERBOSE=1 does the same)")
 
 

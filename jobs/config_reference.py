@@ -5,25 +5,31 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
 import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sections() -> list[tuple[str, str, type]]:
-    """(command, source file, config class): the registered Spark stages, then the other configured commands."""
+    """(command, source file, config class): the registered Spark stages, then every other command that
+    declares a `COMMAND` (jobs/flags.py), in `clover --help` order."""
     from dataprep.stages import discover
-    from jobs.demo import DemoConfig
-    from training.preference.candidates import SamplingConfig
-    from training.preference.judge import JudgeConfig
-    from training.preference.review import ReviewConfig
-    from training.trainer.dpo import DPOConfig
-    from training.trainer.pretrain import TrainConfig
+    from jobs.cli import COMMANDS
 
     stages = [(f"clover {name}", stage.module.replace(".", "/") + ".py", stage.config) for name, stage in discover().items()]
-    return stages + [
-        ("clover train", "training/trainer/pretrain.py", TrainConfig), ("clover dpo", "training/trainer/dpo.py", DPOConfig),
-        ("clover sample-candidates", "training/preference/candidates.py", SamplingConfig),
-        ("clover judge", "training/preference/judge.py", JudgeConfig),
-        ("clover review", "training/preference/review.py", ReviewConfig), ("clover demo", "jobs/demo.py", DemoConfig)]
+    commands = []
+    for name, (module, _) in COMMANDS.items():
+        command = getattr(importlib.import_module(module), "COMMAND", None)
+        if command is not None:
+            commands.append((f"clover {name}", _source(command.config), command.config))
+    return stages + commands
+
+
+def _source(cls: type) -> str:
+    return os.path.relpath(inspect.getsourcefile(cls), REPO).replace(os.sep, "/")
 
 
 def render() -> str:

@@ -2,13 +2,13 @@
 
 make the sample -> curate -> dedup -> train the tokenizer -> tokenize (each validated, with Data Docs)
 -> pretrain clover-tiny -> prep-pairs -> DPO -> export -> generate, then a summary table and plots.
-Each stage is the real stage code writing its real outputs under DIR. A rerun skips finished stages;
---force redoes them.
+The Spark steps are the registered stages (dataprep/stages.py) in their `step` order, each run through
+its own command's arguments and config, so a new registered stage joins the demo by itself. Each writes
+its real outputs under DIR. A rerun skips finished steps; --force redoes them.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.common import add_verbose_argument, exit_on_config_error, stage_config, stage_parser
+from jobs.common import add_verbose_argument, exit_on_config_error
+from jobs.flags import Command, Option
 from jobs.progress import SparkProgress, step_bar
 
 
@@ -38,18 +39,39 @@ class DemoConfig:
 
 
 @dataclass
-class Stage:
+class Step:
     name: str
     output: str                       # relative to DIR: removed by --force, checked for completion
     done: Callable[[Path], bool]
     run: Callable[[], None]
+    order: int                        # its place among the registered Spark stages' `Stage.step`
 
 
-def _validated(record: str) -> Callable[[Path], bool]:
-    def check(out: Path) -> bool:
-        path = out / record
-        return path.exists() and bool((json.loads(path.read_text()).get("validation") or {}).get("success"))
-    return check
+# The demo's own steps, placed among the registered Spark stages (dataprep/stages.py) by their `step`:
+# every registered stage runs, in step order, without an entry here.
+SAMPLE, PRETRAIN, DPO, EXPORT = 0, 45, 60, 70
+# a registered stage's output directory under DIR (default: its name) and input (default: the newest documents)
+OUTPUTS = {"curate": "curated", "dedup": "deduped", "train-tokenizer": "tokenizer", "tokenize": "tokens",
+           "prep-pairs": "pairs"}
+INPUTS = {"prep-pairs": "sample-pairs"}
+
+
+def _stage_arguments(name: str, cfg: DemoConfig) -> list[str]:
+    """The flags the demo adds to a registered stage's command to fit the sample (none: the stage's defaults)."""
+    return {
+        "train-tokenizer": ["--vocab-size", str(cfg.vocab_size), "--sample-docs", str(cfg.docs)],
+        "tokenize": ["--seq-len", str(cfg.seq_len), "--set", f"shard_bytes={4 << 20}", "--set", "row_group_rows=32"],
+        "prep-pairs": ["--max-length", str(cfg.max_pair_length),
+                       "--set", f"max_prompt_length={cfg.max_pair_length // 2}"],
+    }.get(name, [])
+
+
+def _validated(out: Path) -> bool:
+    """The dataset's report or manifest records a passed validation."""
+    from quality.gate import dataset_record
+
+    record = dataset_record(str(out)) if out.exists() else None
+    return bool(record and (record[1].get("validation") or {}).get("success"))
 
 
 def _finished(steps: int) -> Callable[[Path], bool]:
@@ -62,44 +84,67 @@ def _exists(name: str) -> Callable[[Path], bool]:
     return lambda out: (out / name).exists()
 
 
+def _committed(out: Path) -> bool:
+    """A stage without a validation suite is done when its record file (the commit point) is there."""
+    from schemas import storage
+
+    return storage.committed(str(out))
+
+
 def run_demo(out_dir: str, cfg: DemoConfig, force: bool = False, spark=None) -> dict:
-    """Run every stage (skipping finished ones unless force), write summary.md/json and plots; return the summary."""
+    """Run every step (skipping finished ones unless force), write summary.md/json and plots; return the summary."""
     from dataprep.spark import SparkConfig, spark_session
 
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     spark = spark or spark_session(SparkConfig(), "clover-demo")
-    timings = _run_stages(_stages(root, cfg, spark), root, force)
+    timings = _run_steps(_steps(root, cfg, spark), root, force)
     return _summarize(root, cfg, timings)
 
 
-def _stages(root: Path, cfg: DemoConfig, spark) -> list[Stage]:
-    """The path in order, each stage the real stage code writing its real output under root."""
-    from dataprep.curate import CurateConfig, run_curate
-    from dataprep.dedup import DedupConfig, run_dedup
-    from dataprep.pairs import PairsConfig, run_prep_pairs
-    from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
+def _steps(root: Path, cfg: DemoConfig, spark) -> list[Step]:
+    """The path in order: the demo's own steps and every registered Spark stage, each writing under root."""
     from training.inference.export import export
 
-    path = lambda name: str(root / name)  # noqa: E731
-    tokenize_cfg = TokenizeConfig(seq_len=cfg.seq_len, shard_bytes=4 << 20, row_group_rows=32)
-    return [
-        Stage("sample", "sample", _exists("crawl-00.jsonl"), lambda: _sample(root, cfg)),
-        Stage("curate", "curated", _validated("report.json"),
-              _spark_stage(spark, "curate", lambda: run_curate(spark, [path("sample")], path("curated"), CurateConfig()))),
-        Stage("dedup", "deduped", _validated("report.json"),
-              _spark_stage(spark, "dedup", lambda: run_dedup(spark, path("curated"), path("deduped"), DedupConfig()))),
-        Stage("train-tokenizer", "tokenizer", _exists("tokenizer.json"),
-              _spark_stage(spark, "train-tokenizer", lambda: _train_tokenizer(root, cfg, spark))),
-        Stage("tokenize", "tokens", _validated("manifest.json"), _spark_stage(spark, "tokenize", lambda: run_tokenize(
-            spark, path("deduped"), path("tokenizer"), path("tokens"), tokenize_cfg))),
-        Stage("pretrain", "runs/pretrain", _finished(cfg.pretrain_steps), lambda: _pretrain(root, cfg)),
-        Stage("prep-pairs", "pairs", _validated("report.json"), _spark_stage(spark, "prep-pairs", lambda: run_prep_pairs(
-            spark, [path("sample-pairs")], path("tokenizer"), path("pairs"), PairsConfig(
-                max_length=cfg.max_pair_length, max_prompt_length=cfg.max_pair_length // 2)))),
-        Stage("dpo", "runs/dpo", _finished(cfg.dpo_steps), lambda: _dpo(root, cfg)),
-        Stage("export", "export", _exists("config.json"), lambda: export(path("runs/dpo"), path("export"), "float32")),
+    own = [
+        Step("sample", "sample", _exists("crawl-00.jsonl"), lambda: _sample(root, cfg), SAMPLE),
+        Step("pretrain", "runs/pretrain", _finished(cfg.pretrain_steps), lambda: _pretrain(root, cfg), PRETRAIN),
+        Step("dpo", "runs/dpo", _finished(cfg.dpo_steps), lambda: _dpo(root, cfg), DPO),
+        Step("export", "export", _exists("config.json"),
+             lambda: export(str(root / "runs/dpo"), str(root / "export"), "float32"), EXPORT),
     ]
+    return sorted(own + _stage_steps(root, cfg, spark), key=lambda step: step.order)
+
+
+def _stage_steps(root: Path, cfg: DemoConfig, spark) -> list[Step]:
+    """Each registered Spark stage, run through its own command's arguments and config (as `clover STAGE`):
+    its input is the newest documents dataset (the sample first), and a stage that encodes text gets the
+    tokenizer trained before it."""
+    from dataprep.stages import discover
+
+    newest = {"documents": "sample"}
+    steps = []
+    for name, stage in discover().items():
+        output = OUTPUTS.get(name, name)
+        argv = [str(root / INPUTS.get(name, newest["documents"])), "--out", str(root / output)]
+        if any(option.flag == "--tokenizer" for option in stage.options) and "tokenizer" in newest:
+            argv += ["--tokenizer", str(root / newest["tokenizer"])]
+        run = _run_stage(spark, stage, argv + _stage_arguments(name, cfg))
+        steps.append(Step(name, output, _validated if stage.own_suite else _committed, run, stage.step))
+        newest[stage.writes] = output
+    return steps
+
+
+def _run_stage(spark, stage, argv: list[str]) -> Callable[[], None]:
+    """The stage's run function on its parsed arguments and config, showing its Spark jobs' progress."""
+    from jobs.stage_cli import parse_stage
+
+    args, stage_cfg = parse_stage(stage, argv, f"clover {stage.name}")
+
+    def run() -> None:
+        with SparkProgress(spark, stage.name):
+            stage.run(spark, args, stage_cfg)
+    return run
 
 
 def _sample(root: Path, cfg: DemoConfig) -> None:
@@ -108,16 +153,6 @@ def _sample(root: Path, cfg: DemoConfig) -> None:
 
     write_sample(str(root / "sample"), cfg.docs)
     write_sample_pairs(str(root / "sample-pairs"), cfg.pairs)
-
-
-def _train_tokenizer(root: Path, cfg: DemoConfig, spark) -> None:
-    """A tokenizer sized for the sample, trained only on documents whose validation passed."""
-    from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
-    from quality.gate import require_validated
-
-    gate = require_validated(str(root / "deduped"))
-    train_tokenizer(spark, str(root / "deduped/documents"), str(root / "tokenizer"),
-                    TokenizerConfig(vocab_size=cfg.vocab_size, sample_docs=cfg.docs), input_validation=gate)
 
 
 def _pretrain(root: Path, cfg: DemoConfig) -> None:
@@ -147,40 +182,32 @@ def _dpo(root: Path, cfg: DemoConfig) -> None:
             progress=step_bar("dpo", cfg.dpo_steps))
 
 
-def _spark_stage(spark, label: str, body: Callable[[], object]) -> Callable[[], None]:
-    """A Spark stage that shows its jobs' progress while it runs."""
-    def run() -> None:
-        with SparkProgress(spark, label):
-            body()
-    return run
-
-
-def _run_stages(stages: list[Stage], root: Path, force: bool) -> dict[str, float]:
-    """Each stage not finished before (all of them with force), checked done after; the seconds each took."""
+def _run_steps(steps: list[Step], root: Path, force: bool) -> dict[str, float]:
+    """Each step not finished before (all of them with force), checked done after; the seconds each took."""
     timings = {}
-    for stage in stages:
-        target = root / stage.output
+    for step in steps:
+        target = root / step.output
         if force and target.exists():
             shutil.rmtree(target)
-            if stage.name == "sample":
+            if step.name == "sample":
                 shutil.rmtree(root / "sample-pairs", ignore_errors=True)
-        if stage.done(target):
-            print(f"[{stage.name}] done before: {target} (use --force to redo)", file=sys.stderr, flush=True)
+        if step.done(target):
+            print(f"[{step.name}] done before: {target} (use --force to redo)", file=sys.stderr, flush=True)
             continue
-        print(f"[{stage.name}] running -> {target}", file=sys.stderr, flush=True)
+        print(f"[{step.name}] running -> {target}", file=sys.stderr, flush=True)
         started = time.time()
-        stage.run()
-        timings[stage.name] = round(time.time() - started, 1)
-        if not stage.done(target):
-            raise RuntimeError(f"stage {stage.name} did not complete: {target} (see its report.json)")
+        step.run()
+        timings[step.name] = round(time.time() - started, 1)
+        if not step.done(target):
+            raise RuntimeError(f"stage {step.name} did not complete: {target} (see its report.json)")
     return timings
 
 
 def _summarize(root: Path, cfg: DemoConfig, timings: dict[str, float]) -> dict:
     """A greedy answer from the export, the summary table and plots, and the curate inspection report."""
-    from jobs.generate import complete
     from jobs.inspection import build_report
     from jobs.summary import summarize
+    from training.inference.generate import complete
 
     sample_text = complete(str(root / "export"), cfg.prompt, max_new_tokens=40, temperature=0.0)
     summary = summarize(root, timings, cfg.prompt, sample_text)
@@ -188,15 +215,21 @@ def _summarize(root: Path, cfg: DemoConfig, timings: dict[str, float]) -> dict:
     return summary
 
 
+COMMAND = Command(
+    description="Run the whole Clover path on the built-in sample: curate, dedup, tokenizer, tokenize, validate, "
+                "pretrain clover-tiny, prep-pairs, DPO, export, generate.",
+    config=DemoConfig,
+    options=(Option("--out", help="directory for every stage's output", kwargs={"default": "clover-demo"}),
+             Option("--force", help="redo finished stages", kwargs={"action": "store_true"})),
+)
+
+
 @exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover demo") -> int:
-    parser = stage_parser(prog, "Run the whole Clover path on the built-in sample: curate, dedup, tokenizer, "
-                                "tokenize, validate, pretrain clover-tiny, prep-pairs, DPO, export, generate.")
-    parser.add_argument("--out", default="clover-demo", help="directory for every stage's output (default clover-demo)")
-    parser.add_argument("--force", action="store_true", help="redo finished stages")
+    parser = COMMAND.parser(prog)
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    cfg = stage_config(DemoConfig, args, {})
+    cfg = COMMAND.configure(args)
     summary = run_demo(args.out, cfg, force=args.force)
     print(summary["table"])
     return 0

@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 
+from jobs.common import exit_on_config_error
+from jobs.flags import Command, Option
 from schemas.sample import write_sample, write_sample_pairs
 
 
+@dataclass
+class SampleConfig:
+    """The size and seed of the built-in sample."""
+
+    docs: int = field(default=2000, metadata={"help": "about how many documents"})
+    pairs: int = field(default=200, metadata={"help": "about how many preference pairs (with --pairs-out)"})
+    seed: int = field(default=0, metadata={"help": "sample seed"})
+
+
+COMMAND = Command(
+    description="Write a deterministic sample crawl: Python docstring prose dirtied with duplicates, near duplicates, "
+                "boilerplate, spam, short junk, non-English text and malformed records.",
+    config=SampleConfig,
+    options=(
+        Option("--out", help="directory for crawl-00.jsonl and crawl-01.jsonl.gz", kwargs={"required": True}),
+        Option("--docs", "docs"),
+        Option("--seed", "seed"),
+        Option("--pairs-out", help="also write preference pairs (pairs.jsonl) to this directory"),
+        Option("--pairs", "pairs"),
+    ),
+)
+
+
+@exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover make-sample") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=(
-        "Write a deterministic sample crawl: Python docstring prose dirtied with duplicates, near duplicates, "
-        "boilerplate, spam, short junk, non-English text and malformed records."))
-    parser.add_argument("--out", required=True, help="directory for crawl-00.jsonl and crawl-01.jsonl.gz")
-    parser.add_argument("--docs", type=int, default=2000, help="about how many documents")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pairs-out", help="also write preference pairs (pairs.jsonl) to this directory")
-    parser.add_argument("--pairs", type=int, default=200, help="about how many preference pairs")
-    args = parser.parse_args(argv)
-    result = {"out": args.out, "planted": write_sample(args.out, args.docs, args.seed)}
+    args, cfg = COMMAND.parse(argv, prog)
+    result = {"out": args.out, "planted": write_sample(args.out, cfg.docs, cfg.seed)}
     if args.pairs_out:
-        result.update(pairs_out=args.pairs_out, pairs_planted=write_sample_pairs(args.pairs_out, args.pairs, args.seed))
+        result.update(pairs_out=args.pairs_out, pairs_planted=write_sample_pairs(args.pairs_out, cfg.pairs, cfg.seed))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -6,21 +6,39 @@ packages travel with the job. The zip is reproducible (sorted entries, fixed tim
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from jobs.common import exit_on_config_error
+from jobs.flags import Command, Option
 
 PACKAGES = ("dataprep", "quality", "schemas", "jobs")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build_zip(out_dir: str) -> str:
+@dataclass
+class PackageConfig:
+    packages: list[str] = field(default_factory=lambda: list(PACKAGES), metadata={
+        "help": "Clover's packages zipped for the executors (training/ only for a job of your own that needs it)"})
+
+
+COMMAND = Command(
+    description=__doc__.split("\n")[0],
+    config=PackageConfig,
+    options=(Option("--out", help="directory for clover.zip", kwargs={"required": True}),),
+)
+
+
+def build_zip(out_dir: str, packages: Sequence[str] = PACKAGES) -> str:
     """Write out_dir/clover.zip holding the Python packages the Spark executors import; returns its path."""
     os.makedirs(out_dir, exist_ok=True)
     target = os.path.join(out_dir, "clover.zip")
     files = sorted(os.path.relpath(os.path.join(folder, name), _REPO)
-                   for package in PACKAGES for folder, _, names in os.walk(os.path.join(_REPO, package))
+                   for package in packages for folder, _, names in os.walk(os.path.join(_REPO, package))
                    for name in names if name.endswith((".py", ".yaml", ".txt")) and "__pycache__" not in folder)
     with zipfile.ZipFile(target + ".part", "w", zipfile.ZIP_DEFLATED) as archive:
         for relative in files:
@@ -32,11 +50,14 @@ def build_zip(out_dir: str) -> str:
     return target
 
 
+@exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover package") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="directory for clover.zip")
-    args = parser.parse_args(argv)
-    path = build_zip(args.out)
+    args, cfg = COMMAND.parse(argv, prog)
+    path = build_zip(args.out, cfg.packages)
     print(json.dumps({"py_files": path, "bytes": os.path.getsize(path),
                       "submit": f"spark-submit --py-files {path} jobs/curate.py INPUT --out OUT"}))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 
+from jobs.common import exit_on_config_error
+from jobs.flags import Command, Option
 from training.trainer.model import PRESETS
 from training.trainer.plan import format_plan
 
 
+@dataclass
+class PlanConfig:
+    """The training setup `clover plan` estimates."""
+
+    model: str = field(default="clover-12b", metadata={"help": "model preset (training/trainer/model.py)"})
+    gpus: int = field(default=8, metadata={"help": "GPUs the model is fully sharded over"})
+    micro_batch: int = field(default=2, metadata={"help": "sequences per GPU per forward pass"})
+    seq_len: int = field(default=8192, metadata={"help": "tokens per sequence"})
+    dtype: str = field(default="bf16", metadata={"help": "compute dtype: bf16 or fp32"})
+    activation_checkpointing: bool = field(default=True, metadata={"help": "recompute blocks in backward"})
+
+
+COMMAND = Command(
+    description="Print a preset's parameter count, FLOPs per token (6N + 12·L·H·d·S) and a per-GPU memory estimate "
+                "under FSDP full sharding (see docs/training.md).",
+    config=PlanConfig,
+    options=(
+        Option("--model", "model", kwargs={"required": True, "choices": sorted(PRESETS)}),
+        Option("--gpus", "gpus"),
+        Option("--micro-batch", "micro_batch"),
+        Option("--seq-len", "seq_len"),
+        Option("--dtype", "dtype", kwargs={"choices": ("bf16", "fp32")}),
+        Option("--no-activation-checkpointing", "activation_checkpointing", "estimate without activation "
+               "checkpointing", kwargs={"action": "store_false"}),
+    ),
+)
+
+
+@exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover plan") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=(
-        "Print a preset's parameter count, FLOPs per token (6N + 12·L·H·d·S) and a per-GPU memory estimate "
-        "under FSDP full sharding (see docs/training.md)."))
-    parser.add_argument("--model", required=True, choices=sorted(PRESETS))
-    parser.add_argument("--gpus", type=int, default=8)
-    parser.add_argument("--micro-batch", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=8192)
-    parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="compute dtype")
-    parser.add_argument("--no-activation-checkpointing", action="store_true")
-    args = parser.parse_args(argv)
-    print(format_plan(args.model, PRESETS[args.model], args.gpus, args.micro_batch, args.seq_len, args.dtype,
-                      not args.no_activation_checkpointing))
+    _, cfg = COMMAND.parse(argv, prog)
+    print(format_plan(cfg.model, PRESETS[cfg.model], cfg.gpus, cfg.micro_batch, cfg.seq_len, cfg.dtype,
+                      cfg.activation_checkpointing))
     return 0
 
 

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from jobs.common import exit_on_config_error
+from jobs.flags import Command, Option
+from training.inference.quantize import QuantizeConfig
 
+COMMAND = Command(
+    description="GPTQ 4-bit weights (W4A16) of a `clover export` directory through llm-compressor "
+                "(pip install 'clover[quantize]'); writes quantize_report.json with size and perplexity before/after.",
+    config=QuantizeConfig,
+    options=(
+        Option("source", help="a `clover export` directory", kwargs={"metavar": "DIR"}),
+        Option("--out", help="directory for the quantized model", kwargs={"required": True, "metavar": "DIR4"}),
+        Option("--calibration-samples", "calibration_samples"),
+        Option("--calibration-length", "calibration_length"),
+        Option("--eval-samples", "eval_samples"),
+    ),
+)
+
+
+@exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover quantize") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=(
-        "GPTQ 4-bit weights (W4A16) of a `clover export` directory through llm-compressor "
-        "(pip install 'clover[quantize]'); writes quantize_report.json with size and perplexity before/after."))
-    parser.add_argument("source", metavar="DIR", help="a `clover export` directory")
-    parser.add_argument("--out", required=True, metavar="DIR4")
-    parser.add_argument("--calibration-samples", type=int, default=128)
-    parser.add_argument("--calibration-length", type=int, default=512)
-    parser.add_argument("--eval-samples", type=int, default=32)
-    args = parser.parse_args(argv)
+    args, cfg = COMMAND.parse(argv, prog)
     from training.inference.quantize import quantize
 
     try:
-        report = quantize(args.source, args.out, args.calibration_samples, args.calibration_length, args.eval_samples)
+        report = quantize(args.source, args.out, cfg.calibration_samples, cfg.calibration_length, cfg.eval_samples)
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

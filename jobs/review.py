@@ -6,34 +6,42 @@ import argparse
 import json
 import sys
 
-from jobs.common import exit_on_config_error, stage_config
+from jobs.common import add_config_arguments, exit_on_config_error
+from jobs.flags import Command, Option, add_options
+from training.preference.review import ReviewConfig
+
+COMMAND = Command(
+    description="export: write the candidate pairs a person should decide (judge disagreement, close scores, random "
+                "audit) as CSV or JSONL. import: merge the decisions (A, B, tie) over the judge and write the "
+                "preference pairs (OUT/pairs/, what `clover prep-pairs` takes), validated.",
+    config=ReviewConfig,
+)
+INPUTS = (Option("--judgments", help="a `clover judge` output", kwargs={"required": True}),
+          Option("--candidates", help="the `clover sample-candidates` output it judged", kwargs={"required": True}))
+SUBCOMMANDS = {
+    "export": (*INPUTS, Option("--out", help="the sheet: .csv or .jsonl", kwargs={"required": True})),
+    "import": (*INPUTS, Option("sheet", help="the filled sheet (omit: judge verdicts only)", kwargs={"nargs": "?"}),
+               Option("--out", help="output directory (pairs/, report.json)", kwargs={"required": True}),
+               Option("--no-validate", help="skip validating the pairs", kwargs={"action": "store_true"})),
+}
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=(
-        "export: write the candidate pairs a person should decide (judge disagreement, close scores, random audit) "
-        "as CSV or JSONL. import: merge the decisions (A, B, tie) over the judge and write the preference pairs "
-        "(OUT/pairs/, what `clover prep-pairs` takes), validated."))
+    parser = argparse.ArgumentParser(prog=prog, description=COMMAND.description)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("export", "import"):
+    for name, options in SUBCOMMANDS.items():
         sub = commands.add_parser(name)
-        sub.add_argument("--judgments", required=True, help="a `clover judge` output")
-        sub.add_argument("--candidates", required=True, help="the `clover sample-candidates` output it judged")
-        sub.add_argument("--config", help="YAML with review settings")
-        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    commands.choices["export"].add_argument("--out", required=True, help="the sheet: .csv or .jsonl")
-    commands.choices["import"].add_argument("sheet", nargs="?", help="the filled sheet (omit: judge verdicts only)")
-    commands.choices["import"].add_argument("--out", required=True, help="output directory (pairs/, report.json)")
-    commands.choices["import"].add_argument("--no-validate", action="store_true")
+        add_config_arguments(sub)
+        add_options(sub, COMMAND.config, options + COMMAND.options)
     return parser
 
 
 @exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover review") -> int:
-    from training.preference.review import ReviewConfig, export_sheet, import_decisions
+    from training.preference.review import export_sheet, import_decisions
 
     args = build_parser(prog).parse_args(argv)
-    cfg = stage_config(ReviewConfig, args, {})
+    cfg = COMMAND.configure(args)
     if args.command == "export":
         counts = export_sheet(args.judgments, args.candidates, args.out, cfg)
         print(f"review export: {sum(counts.values())} pairs to decide {counts} -> {args.out}")

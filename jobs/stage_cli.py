@@ -13,10 +13,9 @@ import argparse
 import dataclasses
 import importlib
 import threading
-import typing
 from typing import Any
 
-from dataprep.stages import Option, Stage, discover
+from dataprep.stages import Stage, discover
 from jobs.common import (
     add_spark_arguments,
     add_validation_arguments,
@@ -25,30 +24,7 @@ from jobs.common import (
     stage_parser,
     validation_exit,
 )
-
-
-def config_field(cls: type, key: str) -> tuple[dataclasses.Field, Any, Any]:
-    """(field, type, default) of a dotted config key such as `ingest.text_field`."""
-    *parents, leaf = key.split(".")
-    instance = cls()
-    for part in parents:
-        instance = getattr(instance, part)
-    found = {f.name: f for f in dataclasses.fields(instance)}[leaf]
-    return found, typing.get_type_hints(type(instance))[leaf], getattr(instance, leaf)
-
-
-def _add_option(parser: argparse.ArgumentParser, stage: Stage, option: Option) -> None:
-    settings = dict(option.kwargs)
-    if option.key is not None:
-        found, tp, default = config_field(stage.config, option.key)
-        described = option.help or found.metadata.get("help", "")
-        settings.setdefault("help", f"{described} (default {default!r})" if default not in ("", None) else described)
-        if tp in (int, float):
-            settings.setdefault("type", tp)
-        settings["dest"] = option.key.replace(".", "__")
-    else:
-        settings.setdefault("help", option.help)
-    parser.add_argument(option.flag, **settings)
+from jobs.flags import add_options, config_flags
 
 
 def build_parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
@@ -57,8 +33,7 @@ def build_parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
     parser.add_argument(positional, nargs="+" if positional == "inputs" else None, metavar="INPUT",
                         help=positional_help)
     parser.add_argument("--out", required=True, help=stage.out_help)
-    for option in stage.options:
-        _add_option(parser, stage, option)
+    add_options(parser, stage.config, stage.options)
     add_spark_arguments(parser, partitions=stage.spark_partitions)
     add_validation_arguments(parser, gated_input=stage.gated_input, own_suite=stage.own_suite)
     return parser
@@ -66,7 +41,7 @@ def build_parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
 
 def stage_flags(stage: Stage, args: argparse.Namespace) -> dict[str, Any]:
     """The config keys the named flags set (None: not given)."""
-    flags = {o.key: getattr(args, o.key.replace(".", "__")) for o in stage.options if o.key is not None}
+    flags = config_flags(stage.options, args)
     if any(f.name == "spark" for f in dataclasses.fields(stage.config)):
         flags["spark.master"] = args.master
         if stage.spark_partitions:
@@ -94,13 +69,19 @@ def _import_while_spark_starts(module: str) -> None:
     threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
 
 
-def _run(stage: Stage, argv: list[str] | None, prog: str) -> int:
-    from dataprep.spark import spark_session
-
+def parse_stage(stage: Stage, argv: list[str], prog: str) -> tuple[argparse.Namespace, Any]:
+    """The stage's arguments and config (defaults < --config < --set < flags), its last config step done."""
     args = build_parser(stage, prog).parse_args(argv)
     cfg = stage_config(stage.config, args, stage_flags(stage, args))
     if stage.prepare is not None:
         stage.prepare(cfg, args)
+    return args, cfg
+
+
+def _run(stage: Stage, argv: list[str] | None, prog: str) -> int:
+    from dataprep.spark import spark_session
+
+    args, cfg = parse_stage(stage, argv, prog)
     if stage.own_suite and not args.no_validate:
         _import_while_spark_starts("great_expectations")
     spark = spark_session(spark_settings(cfg, args), f"clover-{stage.name}")

@@ -5,37 +5,39 @@ from __future__ import annotations
 import os
 import sys
 
-from jobs.common import exit_on_config_error, stage_config, stage_parser
+from jobs.common import exit_on_config_error
+from jobs.flags import Command, Option
 from training.trainer.model import PRESETS
+from training.trainer.pretrain import TrainConfig
 
-DESCRIPTION = ("Pretrain a Clover preset with FSDP on validated token shards, through the repeated n-gram "
-               "batch gate. Running the same command again resumes from the newest complete checkpoint.")
+COMMAND = Command(
+    description="Pretrain a Clover preset with FSDP on validated token shards, through the repeated n-gram "
+                "batch gate. Running the same command again resumes from the newest complete checkpoint.",
+    config=TrainConfig,
+    options=(
+        Option("--data", help="token shards: a `clover tokenize` output dir or manifest (local or fsspec URL)",
+               kwargs={"required": True}),
+        Option("--model", "model", kwargs={"required": True, "choices": sorted(PRESETS)}),
+        Option("--out", help="run directory: metrics.jsonl, checkpoints/, tensorboard/", kwargs={"required": True}),
+        Option("--max-steps", "max_steps"),
+        Option("--checkpoint-every", "checkpoint.every"),
+        Option("--micro-batch", "micro_batch"),
+        Option("--grad-accum", "grad_accum"),
+        Option("--allow-unvalidated", "data.allow_unvalidated",
+               "train on shards whose validation failed or is missing (recorded in RUN/config.json)"),
+    ),
+)
 
 
 def build_parser(prog: str = "clover train"):
-    parser = stage_parser(prog, DESCRIPTION)
-    parser.add_argument("--data", required=True, help="token shards: a `clover tokenize` output dir or manifest (local or fsspec URL)")
-    parser.add_argument("--model", required=True, choices=sorted(PRESETS), help="model preset")
-    parser.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoints/, tensorboard/")
-    parser.add_argument("--max-steps", type=int, help="optimizer steps (default 150000)")
-    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")
-    parser.add_argument("--micro-batch", type=int, help="sequences per rank per forward pass (default 2)")
-    parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (default 16)")
-    parser.add_argument("--allow-unvalidated", action="store_true",
-                        help="train on shards whose validation failed or is missing (recorded in RUN/config.json)")
-    return parser
+    return COMMAND.parser(prog)
 
 
 @exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover train") -> int:
-    from training.trainer.pretrain import TrainConfig, train
+    from training.trainer.pretrain import train
 
-    args = build_parser(prog).parse_args(argv)
-    cfg = stage_config(TrainConfig, args, {
-        "model": args.model, "max_steps": args.max_steps, "checkpoint.every": args.checkpoint_every,
-        "micro_batch": args.micro_batch, "grad_accum": args.grad_accum,
-        "data.allow_unvalidated": True if args.allow_unvalidated else None,
-    })
+    args, cfg = COMMAND.parse(argv, prog)
     result = train(cfg, args.data, args.out, progress=print_progress)
     if os.environ.get("RANK", "0") == "0":
         print(f"train: {result.steps} steps, final loss {result.final_loss:.4f} -> {args.out}", file=sys.stderr)

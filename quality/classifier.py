@@ -1,4 +1,4 @@
-"""fastText classifiers (language id or quality) as score columns, plus training and evaluation."""
+"""fastText classifiers (language id or quality) as score columns, and their evaluation."""
 
 from __future__ import annotations
 

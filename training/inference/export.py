@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -22,6 +22,13 @@ from training.trainer.model import ModelConfig, Transformer, model_config
 SHARD_BYTES = 5 * 1024**3
 CLOVER_CONFIG = "clover_config.json"      # the ModelConfig, for loading an export back without transformers
 CLOVER_TOKENIZER = "clover_tokenizer.json"  # tokenizer.json of `clover train-tokenizer` (special and control ids)
+
+
+@dataclass
+class ExportConfig:
+    """`clover export`'s config."""
+
+    dtype: str = field(default="bfloat16", metadata={"help": "weight dtype written: bfloat16, float16 or float32"})
 
 
 def hf_config(cfg: ModelConfig, special_ids: dict[str, int], end_id: int, dtype: str) -> dict:

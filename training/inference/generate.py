@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -90,6 +91,28 @@ class ChatModel(ChatTokenizer):
                 logprobs = self.model(tokens[:, :-1], tokens[:, 1:])[0, len(context) - 1:]
                 scores.append(float(logprobs.sum()))
         return choices[max(range(len(choices)), key=scores.__getitem__)]
+
+
+@dataclass
+class GenerateConfig:
+    """`clover generate`'s config: how one completion is sampled."""
+
+    max_new_tokens: int = field(default=64, metadata={"help": "most tokens generated"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature; 0 is greedy decoding"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling: the smallest token set with this mass"})
+    seed: int = field(default=0, metadata={"help": "sampling seed"})
+    raw: bool = field(default=False, metadata={"help": "continue the prompt text as is, without the chat template "
+                                                       "(a base model)"})
+
+
+def complete(model_path: str, prompt: str, max_new_tokens: int, temperature: float, top_p: float = 1.0,
+             seed: int = 0, raw: bool = False, device: str | None = None) -> str:
+    """One completion of `prompt` (through the chat template unless `raw`) from a run or an export."""
+    chat = ChatModel(model_path, device)
+    context = [chat.ids["bos"], *chat.processor.encode(prompt)] if raw else \
+        chat.context([{"role": "user", "content": prompt}])
+    [(tokens, _)] = chat.sample(context, max_new_tokens, temperature, top_p, seed=seed)
+    return chat.processor.decode(tokens)
 
 
 def generate(model: Transformer, prompt: list[int], max_new_tokens: int, temperature: float = 0.0,

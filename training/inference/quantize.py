@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,15 @@ from training.inference.export import CLOVER_CONFIG, CLOVER_TOKENIZER
 
 COPIED = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
           CLOVER_CONFIG, CLOVER_TOKENIZER)
+
+
+@dataclass
+class QuantizeConfig:
+    """`clover quantize`'s config."""
+
+    calibration_samples: int = field(default=128, metadata={"help": "calibration sequences GPTQ sees"})
+    calibration_length: int = field(default=512, metadata={"help": "tokens per calibration sequence"})
+    eval_samples: int = field(default=32, metadata={"help": "held-out sequences for perplexity before and after"})
 
 
 def group_size(model: torch.nn.Module, largest: int = 128) -> int:

@@ -5,7 +5,7 @@ temperature, max_tokens, top_p, seed, and vLLM's `guided_choice`: the answer is 
 model gives the highest log-probability), POST /v1/completions (prompt as text or token ids, n,
 temperature, max_tokens, top_p, seed), GET /v1/models.
 
-Requests that arrive within `batch_window` seconds of each other and share temperature, top_p and n
+Requests that arrive within `batch_window_ms` milliseconds of each other and share temperature, top_p and n
 decode together in one KV-cached batch (each keeps its own seed and max_tokens), so concurrent
 clients share the model instead of queueing behind one lock. Hostile clients are bounded: the body
 size (413), the Content-Length (400 when absent, malformed or negative), the time to read a request
@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
@@ -36,13 +36,19 @@ Rows = list[tuple[list[int], str]]
 
 @dataclass
 class ServeOptions:
-    api_key: str = ""            # when set, every request needs "Authorization: Bearer <api_key>"
-    max_body_bytes: int = 1 << 20
-    read_timeout: float = 30.0   # seconds to receive a request's headers and body
-    max_connections: int = 32    # connections served at once; more are answered 503
-    batch_window: float = 0.02   # seconds a batch waits for more requests
-    max_batch_rows: int = 64     # sequences (prompts x n) decoded together
-    max_n: int = 16
+    """`clover serve`'s config: where it listens and how it bounds its clients and batches."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "bind address (127.0.0.1: this machine only)"})
+    port: int = field(default=8000, metadata={"help": "port (0: any free one)"})
+    api_key: str = field(default="", metadata={
+        "help": "when set, every request needs 'Authorization: Bearer KEY' (clover serve: $CLOVER_API_KEY when empty)"})
+    max_body_bytes: int = field(default=1 << 20, metadata={"help": "larger request bodies get 413"})
+    read_timeout: float = field(default=30.0, metadata={
+        "help": "seconds to receive a request's headers and body; slower clients get 408 or are dropped"})
+    max_connections: int = field(default=32, metadata={"help": "connections served at once; more get 503"})
+    batch_window_ms: float = field(default=20.0, metadata={"help": "milliseconds a batch waits for more requests"})
+    max_batch_rows: int = field(default=64, metadata={"help": "sequences (prompts x n) decoded together"})
+    max_n: int = field(default=16, metadata={"help": "most completions one request may ask for (n)"})
 
 
 class BadRequest(ValueError):
@@ -264,7 +270,7 @@ class BoundedServer(ThreadingHTTPServer):
 def make_server(chat: ChatModel, host: str, port: int, options: ServeOptions | None = None) -> BoundedServer:
     """A bounded HTTP server whose connections share one request batcher over `chat`."""
     options = options or ServeOptions()
-    batcher = Batcher(chat.sample_batch, chat.model.cfg.max_seq_len, options.batch_window, options.max_batch_rows)
+    batcher = Batcher(chat.sample_batch, chat.model.cfg.max_seq_len, options.batch_window_ms / 1000, options.max_batch_rows)
     routes = {"/v1/chat/completions": lambda r: chat_completion(chat, r, batcher, options),
               "/v1/completions": lambda r: completion(chat, r, batcher, options)}
     handler = type("Handler", (_Handler,), {"timeout": options.read_timeout,  # a client that stops sending is dropped

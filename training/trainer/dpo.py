@@ -42,7 +42,7 @@ class DPOConfig(EngineConfig):
     beta: float = field(default=0.1, metadata={"help": "DPO beta"})
     reference: str = field(default='', metadata={"help": "reference log-probs sidecar (default PAIRS/reference_logps.parquet)"})
     data: PairsDataConfig = field(default_factory=PairsDataConfig)
-    max_steps: int = 2500
+    max_steps: int = field(default=2500, metadata={"help": "optimizer steps"})
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(
         warmup_steps=150, max_lr=5e-7, min_lr=5e-8, total_steps=2500))
 
