@@ -38,3 +38,9 @@ def test_ci_first_block_script_runs_the_first_block():
     script = os.path.join(REPO, ".ci", "readme-first-block")
     printed = subprocess.run([script, "--print"], capture_output=True, text=True, check=True).stdout
     assert printed.strip() == _bash_blocks()[0]
+
+
+def test_ci_runs_the_first_block_before_the_tests():
+    with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as handle:
+        commands = [line for line in handle.read().splitlines() if line and not line.startswith("#")]
+    assert ".ci/readme-first-block" in commands[:-1]
