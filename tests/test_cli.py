@@ -164,3 +164,34 @@ def test_plan_runs_through_its_config(capsys):
     assert main(["plan", "--model", "clover-tiny", "--gpus", "2", "--set", "seq_len=1024"]) == 0
     out = capsys.readouterr().out
     assert "clover-tiny" in out and "2 GPU(s)" in out and "1024" in out
+
+
+def test_a_registered_stage_joins_the_demo_by_its_step(tmp_path, monkeypatch):
+    """The demo's Spark steps come from the stage registry: a new stage at step 25 runs after dedup, on its output,
+    and the tokenizer trains on what it keeps; no edit to jobs/demo.py."""
+    from dataclasses import dataclass, field
+
+    from dataprep.stages import STAGES, Option, Stage, discover, register
+    from jobs.demo import DemoConfig, _steps
+
+    @dataclass
+    class LangIdConfig:
+        min_probability: float = field(default=0.65, metadata={"help": "keep above this"})
+
+    import jobs.stage_cli
+
+    parse, argvs = jobs.stage_cli.parse_stage, {}
+    monkeypatch.setattr(jobs.stage_cli, "parse_stage",
+                        lambda stage, argv, prog: argvs.setdefault(stage.name, argv) and parse(stage, argv, prog))
+    discover()
+    register(Stage(name="langid", summary="", description="", config=LangIdConfig, run=lambda spark, args, cfg: None,
+                   describe=lambda report, cfg, args: "", inputs=("input", "documents"), out_help="", writes="documents",
+                   options=(Option("--min-probability", "min_probability"),), step=25))
+    try:
+        steps = _steps(tmp_path, DemoConfig(), spark=None)
+    finally:
+        del STAGES["langid"]
+    assert [s.name for s in steps] == ["sample", "curate", "dedup", "langid", "train-tokenizer", "tokenize", "pretrain",
+                                       "prep-pairs", "dpo", "export"]
+    assert argvs["langid"][:3] == [str(tmp_path / "deduped"), "--out", str(tmp_path / "langid")]
+    assert argvs["train-tokenizer"][0] == argvs["tokenize"][0] == str(tmp_path / "langid")
