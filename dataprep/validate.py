@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from dataprep.spark import read_parquet, verbose
 from dataprep.stages import Frames, dataset_kinds, frames_for
 from quality import expectations as suites
-from quality.gate import dataset_record, member_uri
+from quality.gate import RECORD_FILES, dataset_record, member_uri
 from quality.signals import Bounds
 from schemas import storage
+from schemas.ingest import JSONL_SUFFIXES, input_format
 
 # Removal-rate bounds when the stage config sets none: any one reason removing over half the input is a bug.
 DEFAULT_REMOVAL_BOUNDS = {"*": Bounds(max=0.5)}
@@ -97,7 +101,10 @@ def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str)
 
 def _foreign_frames(spark, root: str, record: dict) -> dict:
     """A documents or pairs dataset Clover did not write: the columns every later stage relies on."""
-    frame = read_parquet(spark, root)
+    if record.get("format") == "jsonl":
+        frame = _jsonl_frame(spark, root, REQUIRED_COLUMNS[record["kind"]])
+    else:
+        frame = read_parquet(spark, root)
     if record["kind"] == "documents":
         return {"documents": (frame, suites.documents_suite({}, {}))}
     checked = frame.withColumn("chosen_differs", frame["chosen"] != frame["rejected"])
@@ -115,7 +122,10 @@ def frames_of(kind: str) -> Frames | None:
 # `--kind` for datasets Clover did not write: the columns each needs (the Clover kinds each covers come
 # from the stages that write it, `dataset_kinds()`).
 REQUIRED_COLUMNS = {"documents": ("id", "text"), "pairs": ("pair_id", "prompt", "chosen", "rejected")}
+ID_COLUMNS = ("id", "pair_id")  # a JSON number is an id too, as for the curate and prep-pairs readers
 FOREIGN_RECORD = "validation.json"
+FILE_RECORD_SUFFIX = ".validation.json"  # a single file's record lies beside it: FILE.validation.json
+FILE_DOCS_SUFFIX = ".data_docs"  # and its Data Docs: FILE.data_docs/
 
 
 @dataclass
@@ -126,6 +136,12 @@ class Target:
     record_uri: str
     record: dict
     kind: str
+    single_file: bool = False
+
+    @property
+    def docs_dir(self) -> str:
+        """Where the Data Docs go by default: beside a single file, inside a directory."""
+        return self.root + FILE_DOCS_SUFFIX if self.single_file else storage.join(self.root, "data_docs")
 
 
 def check_dataset(path: str, kind: str | None = None) -> Target:
@@ -133,6 +149,8 @@ def check_dataset(path: str, kind: str | None = None) -> Target:
     kinds = dataset_kinds()
     if kind is not None and kind not in kinds:
         raise ValueError(f"--kind {kind!r}: choose one of {', '.join(kinds)}")
+    if _is_file(path):
+        return _file_target(path, kind)
     found = dataset_record(path)
     if found is not None and found[0].endswith(f"/{FOREIGN_RECORD}"):
         kind = kind or found[1].get("kind")
@@ -166,38 +184,175 @@ def _foreign_target(path: str, kind: str | None) -> Target:
     if kind == "tokens":
         raise ValueError(f"{path}: token shards are read through the manifest.json that `clover tokenize` writes; "
                          "tokenize the documents with `clover tokenize` instead")
-    fs, local = storage.resolve(root)
-    files = [] if fs.get_file_info(local).is_file else storage.expand(root, (".parquet",))
+    try:
+        files = storage.expand(root, (".parquet",))
+    except FileNotFoundError:
+        files = []
     if not files:
         raise ValueError(f"{path}: expected a directory of Parquet files; for JSONL or text run "
-                         f"`clover curate {path} --out DIR` (it writes a validated documents dataset), or put "
-                         f"the Parquet files in a directory and run `clover validate DIR --kind {kind}`")
+                         f"`clover curate {path} --out DIR` (it writes a validated documents dataset), or "
+                         f"validate each Parquet or JSONL file alone: `clover validate FILE --kind {kind}`")
     for item in files:
-        try:
-            names = storage.parquet_metadata(item.uri).schema.names
-        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            raise ValueError(f"{item.uri}: not a readable Parquet file ({err}); remove or replace it, then run "
-                             f"`clover validate {path} --kind {kind}` again") from err
-        missing = [c for c in REQUIRED_COLUMNS[kind] if c not in names]
-        if missing:
-            raise ValueError(f"{item.uri}: a {kind} dataset needs columns {', '.join(REQUIRED_COLUMNS[kind])}; "
-                             f"missing {', '.join(missing)} (has {', '.join(names)})")
+        _check_parquet_columns(item.uri, path, kind)
     record = {"kind": kind, "written_by": "clover validate --kind",
               "files": {item.uri[len(root) + 1:]: item.size for item in files}}
     return Target(path, root, storage.join(root, FOREIGN_RECORD), record, f"foreign-{kind}")
 
 
+def _is_file(path: str) -> bool:
+    fs, local = storage.resolve(path.rstrip("/"))
+    return fs.get_file_info(local).is_file
+
+
+def _check_parquet_columns(uri: str, path: str, kind: str) -> None:
+    try:
+        names = storage.parquet_metadata(uri).schema.names
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{uri}: not a readable Parquet file ({err}); remove or replace it, then run "
+                         f"`clover validate {path} --kind {kind}` again") from err
+    missing = [c for c in REQUIRED_COLUMNS[kind] if c not in names]
+    if missing:
+        raise ValueError(f"{uri}: a {kind} dataset needs columns {', '.join(REQUIRED_COLUMNS[kind])}; "
+                         f"missing {', '.join(missing)} (has {', '.join(names)})")
+
+
+def _file_target(path: str, kind: str | None) -> Target:
+    """A single Parquet or JSONL file Clover did not write; its record is FILE.validation.json beside it."""
+    name = posixpath.basename(path)
+    if name in RECORD_FILES or name.endswith(FILE_RECORD_SUFFIX):
+        dataset = path.removesuffix(FILE_RECORD_SUFFIX) if name.endswith(FILE_RECORD_SUFFIX) else \
+            posixpath.dirname(path) or "."
+        raise ValueError(f"{path} is the validation record of a dataset, not a dataset: run "
+                         f"`clover validate {dataset}`")
+    record_uri = path + FILE_RECORD_SUFFIX
+    if kind is None and storage.exists(record_uri):  # validated before with --kind: check it again the same way
+        kind = json.loads(storage.read_text(record_uri)).get("kind")
+    if kind is None:
+        raise FileNotFoundError(f"{path} is a single file Clover did not write, so its kind is unknown: run "
+                                f"`clover validate {path} --kind documents` (or --kind pairs)")
+    if kind == "tokens":
+        raise ValueError(f"{path}: token shards are read through the manifest.json that `clover tokenize` writes; "
+                         "tokenize the documents with `clover tokenize` instead")
+    try:
+        fmt = input_format(path)
+    except ValueError:
+        fmt = None
+    if fmt not in ("parquet", "jsonl"):
+        raise ValueError(f"{path}: a single {kind} file is Parquet (.parquet) or JSONL ({', '.join(JSONL_SUFFIXES)}, "
+                         f"optionally .gz or .zst); for text run `clover curate {path} --out DIR` (it writes a "
+                         "validated documents dataset)")
+    if fmt == "parquet":
+        _check_parquet_columns(path, path, kind)
+    else:
+        _check_jsonl_head(path, kind)
+    fs, local = storage.resolve(path)
+    record = {"kind": kind, "written_by": "clover validate --kind", "format": fmt,
+              "files": {name: fs.get_file_info(local).size}}
+    return Target(path, path, record_uri, record, f"foreign-{kind}", single_file=True)
+
+
+def _check_jsonl_head(path: str, kind: str) -> None:
+    """The first record of a JSONL file is a JSON object with the kind's fields (the rest are checked on Spark)."""
+    from schemas.ingest import _open_jsonl
+
+    again = f"run `clover validate {path} --kind {kind}` again"
+    try:
+        reader = _open_jsonl(path)
+        try:
+            line, number = b"", 0
+            while not line.strip():
+                line, number = reader.readline(64 << 20), number + 1
+                if not line:
+                    raise ValueError(f"{path}: no records (an empty JSONL file); add records, then {again}")
+        finally:
+            reader.close()
+        record = json.loads(line.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: line {number} is not JSON ({type(err).__name__}: {err}); fix or remove it, "
+                         f"then {again}") from err
+    except ValueError as err:
+        if "no records" in str(err):
+            raise
+        raise ValueError(f"{path}: not a readable JSONL file ({err}); replace it, then {again}") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: line {number} is not a JSON object; each line of a JSONL {kind} file is one "
+                         f"record, an object with fields {', '.join(REQUIRED_COLUMNS[kind])}")
+    missing = [c for c in REQUIRED_COLUMNS[kind] if c not in record]
+    if missing:
+        raise ValueError(f"{path}: a {kind} file needs fields {', '.join(REQUIRED_COLUMNS[kind])}; line {number} "
+                         f"misses {', '.join(missing)} (has {', '.join(record) or 'none'})")
+
+
+def _jsonl_frame(spark, uri: str, columns: tuple[str, ...]):
+    """A JSONL file's records as string columns, read on an executor: a field that is missing or not a string
+    (an id may be a number) is null, and so is every column of a line that is not a JSON object, so the
+    suite's not-null expectations count them."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    schema = pa.schema([(c, pa.string()) for c in columns])
+
+    def read(batches):
+        for batch in batches:
+            for item in batch.column("uri").to_pylist():
+                yield from _jsonl_batches(item, columns, schema)
+
+    return spark.createDataFrame([(uri,)], "uri string").mapInArrow(read, from_arrow_schema(schema))
+
+
+def _jsonl_batches(uri: str, columns: tuple[str, ...], schema, batch_rows: int = 4096):
+    from schemas.ingest import _open_jsonl
+
+    out: dict[str, list] = {c: [] for c in columns}
+
+    def add(record: object) -> None:
+        record = record if isinstance(record, dict) else {}
+        for c in columns:
+            value = record.get(c)
+            if c in ID_COLUMNS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            out[c].append(value if isinstance(value, str) else None)
+
+    reader = _open_jsonl(uri)
+    try:
+        first = True
+        while True:
+            try:
+                line = reader.readline()
+            except (OSError, EOFError, ValueError) as err:  # a torn compressed stream: one null row, then stop
+                add({"error": str(err)})
+                break
+            if not line:
+                break
+            if first:
+                line, first = line.removeprefix(b"\xef\xbb\xbf"), False
+            if not line.strip():
+                continue
+            try:
+                add(json.loads(line.decode("utf-8")))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                add(None)
+            if len(out[columns[0]]) >= batch_rows:
+                yield pa.RecordBatch.from_pydict(out, schema=schema)
+                out = {c: [] for c in columns}
+    finally:
+        reader.close()
+    if out[columns[0]]:
+        yield pa.RecordBatch.from_pydict(out, schema=schema)
+
+
 def validate_dataset(spark, path: str, docs_dir: str | None = None, kind: str | None = None,
                      target: Target | None = None) -> Validation:
     """Validate the dataset at `path`, write Data Docs, and record the result in its report or manifest
-    (or, for a dataset Clover did not write, in validation.json beside it, which the gate reads too)."""
+    (or, for a dataset Clover did not write, in its validation.json, which the gate reads too; for a single
+    file, in FILE.validation.json beside it)."""
     target = target or check_dataset(path, kind)
     root, record = target.root, target.record
-    docs_dir = docs_dir or storage.join(root, "data_docs")
+    docs_dir = docs_dir or target.docs_dir
     result = run_suites(frames_of(target.kind)(spark, root, record), docs_dir, target.kind)
     record["validation"] = result.record()
-    if docs_dir == storage.join(root, "data_docs"):  # beside the dataset: relative, so it survives the commit
-        record["validation"]["data_docs"] = "data_docs/index.html"
+    if docs_dir == target.docs_dir:  # beside the dataset: relative to the record, so it survives the commit
+        relative = posixpath.basename(root) + FILE_DOCS_SUFFIX if target.single_file else "data_docs"
+        record["validation"]["data_docs"] = f"{relative}/index.html"
     storage.write_text(target.record_uri, json.dumps(record, indent=2, default=str) + "\n")
     return result
 

@@ -15,12 +15,12 @@ from jobs.common import add_verbose_argument
 def main(argv: list[str] | None = None, prog: str = "clover validate") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=(
         "Validate a curate, dedup, tokens or preference-pairs dataset, or with --kind any Parquet documents or "
-        "pairs directory; record the result beside it and publish Data Docs."))
-    parser.add_argument("path", metavar="PATH", help="the dataset directory")
+        "pairs directory or a single Parquet or JSONL file; record the result beside it and publish Data Docs."))
+    parser.add_argument("path", metavar="PATH", help="the dataset directory, or with --kind a single Parquet or JSONL file")
     parser.add_argument("--kind", choices=sorted(dataset_kinds()), help="what a dataset Clover did not write holds (the kind "
                         "of a Clover dataset is read from its report.json or manifest.json); the result goes to "
-                        "PATH/validation.json, which the next stage's gate reads")
-    parser.add_argument("--docs-dir", help="where to write the Data Docs site (default: PATH/data_docs)")
+                        "PATH/validation.json, which the next stage's gate reads (for a single file: FILE.validation.json)")
+    parser.add_argument("--docs-dir", help="where to write the Data Docs site (default: PATH/data_docs, FILE.data_docs)")
     parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
     add_verbose_argument(parser)
     args = parser.parse_args(argv)

@@ -1,5 +1,6 @@
 """Great Expectations gates: planted violations fail and are named, clean datasets pass, the gate blocks."""
 
+import gzip
 import json
 import shutil
 
@@ -186,11 +187,46 @@ def test_validate_a_dataset_clover_did_not_write(spark, curated, tmp_path, capsy
         check_dataset(str(raw), "tokens")
 
 
+def test_validate_a_single_file(curated, tmp_path, capsys):
+    """A single Parquet or JSONL file validates where it lies; its record and Data Docs go beside it."""
+    out, _ = curated
+    single = tmp_path / "docs.parquet"
+    pq.write_table(pq.read_table(out / "documents").select(["id", "text"]), single)
+    assert validate_main([str(single)]) == 2  # checked before Spark: the kind is unknown
+    assert f"run `clover validate {single} --kind documents`" in capsys.readouterr().err
+    assert validate_main([str(single), "--kind", "documents"]) == 0
+    record = json.loads((tmp_path / "docs.parquet.validation.json").read_text())
+    assert record["kind"] == "documents" and record["validation"]["success"]
+    assert record["files"] == {"docs.parquet": single.stat().st_size}
+    assert record["validation"]["data_docs"] == "docs.parquet.data_docs/index.html"
+    assert (tmp_path / "docs.parquet.data_docs" / "index.html").exists()
+    assert validate_main([str(single)]) == 0  # the kind is now recorded beside it
+
+    pairs = tmp_path / "pairs.jsonl.gz"
+    lines = [json.dumps({"pair_id": i, "prompt": f"question {i}", "chosen": "yes", "rejected": "no"}) for i in range(20)]
+    pairs.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    assert validate_main([str(pairs), "--kind", "pairs"]) == 0
+    assert json.loads((tmp_path / "pairs.jsonl.gz.validation.json").read_text())["format"] == "jsonl"
+    pairs.write_bytes(gzip.compress(("\n".join([*lines, lines[3], "not json", '{"pair_id": "x"}']) + "\n").encode()))
+    capsys.readouterr()
+    assert validate_main([str(pairs)]) == 1
+    printed = capsys.readouterr().out
+    assert "expect_column_values_to_be_unique" in printed and "expect_column_values_to_not_be_null" in printed
+    assert not json.loads((tmp_path / "pairs.jsonl.gz.validation.json").read_text())["validation"]["success"]
+
+
 @pytest.mark.parametrize("fault, message", [
     ("no_text", "a documents dataset needs columns id, text; missing text"),
     ("zero_bytes", "not a readable Parquet file"),
-    ("single_file", "expected a directory of Parquet files"),
     ("missing", "no such file or directory"),
+    ("file_no_text", "a documents dataset needs columns id, text; missing text"),
+    ("file_zero_bytes", "not a readable Parquet file"),
+    ("jsonl_no_text", "a documents file needs fields id, text; line 2 misses text .has id, body."),
+    ("jsonl_not_object", "line 1 is not a JSON object"),
+    ("jsonl_bad_json", "line 1 is not JSON"),
+    ("jsonl_empty", "no records"),
+    ("text_file", "for text run `clover curate"),
+    ("record_file", "is the validation record of a dataset, not a dataset: run `clover validate"),
 ])
 def test_foreign_datasets_fail_before_spark_with_a_clear_error(tmp_path, fault, message):
     from dataprep.validate import check_dataset
@@ -198,10 +234,39 @@ def test_foreign_datasets_fail_before_spark_with_a_clear_error(tmp_path, fault, 
     raw = tmp_path / "raw"
     raw.mkdir()
     pq.write_table(pa.table({"id": ["a"], "text": ["hello"]}), raw / "good.parquet")
+    files = {"file_no_text": "one.parquet", "file_zero_bytes": "one.parquet", "jsonl_no_text": "one.jsonl",
+             "jsonl_not_object": "one.jsonl", "jsonl_bad_json": "one.jsonl", "jsonl_empty": "one.jsonl",
+             "text_file": "one.txt", "record_file": "good.parquet.validation.json"}
+    one = tmp_path / files.get(fault, "none")
     if fault == "no_text":
         pq.write_table(pa.table({"id": ["b"], "body": ["x"]}), raw / "other.parquet")
     elif fault == "zero_bytes":
         (raw / "empty.parquet").write_bytes(b"")
-    target = {"single_file": raw / "good.parquet", "missing": tmp_path / "nope"}.get(fault, raw)
+    elif fault == "file_no_text":
+        pq.write_table(pa.table({"id": ["b"], "body": ["x"]}), one)
+    elif fault in ("file_zero_bytes", "jsonl_empty"):
+        one.write_bytes(b"" if fault == "file_zero_bytes" else b"\n \n")
+    elif fault.startswith("jsonl"):
+        one.write_text({"jsonl_no_text": '\n{"id": "b", "body": "x"}\n', "jsonl_not_object": '["a"]\n',
+                        "jsonl_bad_json": '{"id": \n'}[fault])
+    elif fault in files:
+        one.write_text("{}")
+    target = {"missing": tmp_path / "nope"}.get(fault, one if fault in files else raw)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         check_dataset(str(target), "documents")
+
+
+def test_a_single_file_is_checked_before_spark(tmp_path):
+    from dataprep.validate import check_dataset
+
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"id": 1, "text": "hello"}\n')
+    with pytest.raises(FileNotFoundError, match=f"kind is unknown: run `clover validate {one} --kind documents`"):
+        check_dataset(str(one))
+    target = check_dataset(str(one), "documents")
+    assert (target.single_file, target.record_uri, target.docs_dir) == (
+        True, f"{one}.validation.json", f"{one}.data_docs")
+    assert target.record == {"kind": "documents", "written_by": "clover validate --kind", "format": "jsonl",
+                             "files": {"one.jsonl": one.stat().st_size}}
+    with pytest.raises(ValueError, match="token shards are read through the manifest.json"):
+        check_dataset(str(one), "tokens")
