@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from dataprep.spark import SparkConfig, partitions_for, read_parquet, ship_file, write_parquet
+from dataprep.spark import (
+    SparkConfig,
+    fit_shuffle_partitions,
+    partitions_for,
+    read_parquet,
+    ship_file,
+    write_parquet,
+)
 from dataprep.stages import Option, Stage, register
 from dataprep.validate import DEFAULT_REMOVAL_BOUNDS, commit_stage
 from quality import expectations as suites
@@ -149,6 +156,7 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
     formats = {f.uri: input_format(f.uri) for f in files}  # fails early, naming the file, on an unknown format
     units = [(f.uri, rg) for f in files for rg in (parquet_units(f.uri) if formats[f.uri] == "parquet" else [0])]
     num_partitions = partitions_for(cfg.spark, sum(f.size for f in files))
+    shuffle_partitions = fit_shuffle_partitions(spark, cfg.spark, sum(f.size for f in files))
 
     units_df = spark.sparkContext.parallelize(units, len(units)).toDF("uri string, row_group int")
     raw = units_df.mapInArrow(read_units(cfg.ingest), from_arrow_schema(RAW))
@@ -178,7 +186,8 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
 
     report = StageReport.from_counts(
         "curate", counts, KEPT, REJECTED, QUARANTINED, config=to_dict(cfg),
-        extra={"inputs": [f.uri for f in files], "partitions": num_partitions},
+        extra={"inputs": [f.uri for f in files], "partitions": num_partitions,
+               "shuffle_partitions": shuffle_partitions},
     )
     report.seconds = round(time.time() - started, 3)
     commit_stage(spark, staging, out, report, validate)

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from dataprep.spark import SparkConfig, partitions_for, quarantine_rows, read_parquet, write_parquet
+from dataprep.spark import (
+    SparkConfig,
+    fit_shuffle_partitions,
+    partitions_for,
+    quarantine_rows,
+    read_parquet,
+    write_parquet,
+)
 from dataprep.stages import Option, Stage, register
 from dataprep.validate import commit_stage
 from quality import expectations as suites
@@ -118,6 +125,8 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     gate = require_validated(input_uri, allow_unvalidated)
     source = storage.documents_path(input_uri)
     docs = _read_documents(spark, source, cfg)
+    input_bytes = _input_bytes(source)
+    shuffle_partitions = fit_shuffle_partitions(spark, cfg.spark, input_bytes)
     staging = storage.staging_dir(out)
     checkpoints = cfg.checkpoint_dir or (storage.join(staging, "_checkpoints") if _hadoop_reaches(staging) else "")
     if checkpoints:
@@ -132,7 +141,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     kept = (valid.join(duplicates.select("id"), "id", "left_anti")
             .join(features.where(features["priority"] == 0).select("id", "exact_hash"), "id"))
 
-    num_partitions = partitions_for(cfg.spark, _input_bytes(source))
+    num_partitions = partitions_for(cfg.spark, input_bytes)
     counts, kinds, reasons = _write_outputs(spark, staging, num_partitions, {
         "documents": kept.select(*valid.columns, "exact_hash"),
         "duplicates": duplicates.select(*DUPLICATES.names),
@@ -140,14 +149,15 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     })
     if write_index:
         _write_index(kept.select("id").join(features.select(*INDEX_COLUMNS), "id"), write_index, cfg, num_partitions)
-    for frame in (repeated, features, candidates, graph.edges, duplicates):
+    for frame in (repeated, features, candidates, graph.scored, duplicates):
         frame.unpersist()
 
     report = StageReport(
         stage="dedup", input=sum(counts.values()), output=counts["documents"],  # every row is in one output
         removed={f"{kind}_duplicate": n for kind, n in sorted(kinds.items())},
         quarantined=dict(sorted(reasons.items())), config=to_dict(cfg),
-        extra={"source": source, "input_validation": gate, **graph.stats, **oversized, "against": against},
+        extra={"source": source, "input_validation": gate, **graph.stats, **oversized, "against": against,
+               "shuffle_partitions": shuffle_partitions},
     )
     report.seconds = round(time.time() - started, 3)
     if checkpoints:
@@ -238,7 +248,7 @@ def _lsh_candidates(survivors, cfg: DedupConfig):
 @dataclass
 class _Graph:
     near: object  # DataFrame(node, component, kept_id, _rank, priority): every member of a near-duplicate component
-    edges: object
+    scored: object  # the persisted candidate pairs (with their similarity, when verified)
     stats: dict
 
 
@@ -248,12 +258,14 @@ def _similarity_graph(candidates, survivors, cfg: DedupConfig, reliable: bool) -
 
     from dataprep.components import connected_components
 
-    shingles = survivors.select("id", "shingles")
-    edges = (_similarities(candidates, shingles).where(F.col("similarity") >= cfg.threshold).select("src", "dst").persist()
-             if cfg.verify else candidates)
-    # Counted once, for the report and to spare the jobs of an empty or small graph.
-    candidate_count = candidates.count()
-    edge_count = edges.count() if cfg.verify and candidate_count else candidate_count
+    if cfg.verify:  # candidates and verified edges counted in one job, for the report and to size the next step
+        scored = _similarities(candidates, survivors.select("id", "shingles")).persist()
+        verified = F.col("similarity") >= cfg.threshold
+        candidate_count, edge_count = scored.agg(F.count("*"), F.count(F.when(verified, 1))).first()
+        edges = scored.where(verified).select("src", "dst")
+    else:
+        scored, edges = candidates, candidates
+        candidate_count = edge_count = candidates.count()
     components = connected_components(edges, cfg.max_iterations, reliable=reliable, edge_count=edge_count,
                                       driver_max_edges=cfg.driver_components_max_edges)
     near, released = _representatives(components.assignment, survivors, cfg, edge_count)
@@ -265,7 +277,7 @@ def _similarity_graph(candidates, survivors, cfg: DedupConfig, reliable: bool) -
                        else components.assignment.select("component").distinct().count()),
         "cc_iterations": components.iterations,
     }
-    return _Graph(near, edges, stats)
+    return _Graph(near, scored, stats)
 
 
 def _representatives(assignment, survivors, cfg: DedupConfig, edge_count: int):

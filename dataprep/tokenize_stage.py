@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from dataprep.spark import SparkConfig, quarantine_rows, read_parquet, ship_file, write_parquet
+from dataprep.spark import (
+    SparkConfig,
+    fit_shuffle_partitions,
+    quarantine_rows,
+    read_parquet,
+    ship_file,
+    write_parquet,
+)
 from dataprep.stages import TOKENIZER_OPTION, Option, Stage, register
 from dataprep.train_tokenizer import load_tokenizer_metadata
 from dataprep.validate import commit_stage
@@ -192,6 +199,7 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
     # Read units in a fixed order (file name, row group): the streams do not depend on the cluster.
     footers = [(f, storage.parquet_metadata(f.uri)) for f in storage.expand(source, (".parquet",))]
     units = [(f.uri, rg) for f, meta in footers for rg in range(meta.num_row_groups)]
+    shuffle_partitions = fit_shuffle_partitions(spark, cfg.spark, sum(f.size for f, _ in footers))
     dtype = token_dtype(tokenizer["vocab_size"])
     shuffled = _packed_rows(spark, units, footers, cfg, tokenizer, tokenizer_dir, dtype)
 
@@ -202,6 +210,7 @@ def run_tokenize(spark, input_uri: str, tokenizer_dir: str, out: str, cfg: Token
                   QUARANTINE.arrow())
     per_file = _shard_totals(spark, staging)
     report = _report(flagged, per_file, cfg, written, units)
+    report.extra["shuffle_partitions"] = shuffle_partitions
     report.seconds = round(time.time() - started, 3)
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION,

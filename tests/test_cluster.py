@@ -4,6 +4,7 @@ write the bytes local[2] writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,8 +38,11 @@ def test_curate_and_tokenize_on_the_cluster_write_the_bytes_of_local(spark, spar
     write_sample(str(tmp_path / "raw"), 200)
     py_files = build_zip(str(tmp_path / "package"))
     spark_submit(spark_cluster, py_files, "curate.py", str(tmp_path / "raw"), "--out", str(tmp_path / "cluster-curated"))
-    run_curate(spark, [str(tmp_path / "raw")], str(tmp_path / "curated"), CurateConfig())
+    report = run_curate(spark, [str(tmp_path / "raw")], str(tmp_path / "curated"), CurateConfig())
     assert _bytes(tmp_path / "cluster-curated") == _bytes(tmp_path / "curated") != {}
+    # shuffles fit the input on a cluster (not Spark's 200); a number the user set stands (conftest's 4)
+    cluster_report = json.loads((tmp_path / "cluster-curated" / "report.json").read_text())
+    assert cluster_report["shuffle_partitions"] == 8 and report.extra["shuffle_partitions"] == 4
     # SentencePiece reaches the executors through SparkFiles: the tokenizer exists only on this machine's disk
     train_tokenizer(spark, str(tmp_path / "curated" / "documents"), str(tmp_path / "tokenizer"),
                     TokenizerConfig(vocab_size=400, sample_docs=200))

@@ -6,6 +6,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -20,6 +25,7 @@ from schemas import storage
 from schemas.sample import write_sample
 
 pytestmark = pytest.mark.s3
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _files(uri: str) -> dict[str, bytes]:
@@ -83,9 +89,38 @@ def test_no_secret_reaches_reports_manifests_or_data_docs(both_runs, capfd):
     assert leaked == [] and secret not in out + err
 
 
+def _train_until_killed(data: str, run: str, log: Path) -> int:
+    """`clover train` on s3 in a child process, killed with SIGKILL as soon as a checkpoint is complete
+    (whatever it is writing then: the next checkpoint, metrics); returns the newest complete step. The child
+    computes with this process's thread count, so that its steps round as the resumed steps here do."""
+    import torch
+
+    command = [sys.executable, "-m", "jobs.cli", "train", "--data", data, "--model", "clover-tiny", "--out", run,
+               "--max-steps", "1000", "--checkpoint-every", "3", "--micro-batch", "2", "--grad-accum", "2",
+               *(f"--set={item}" for item in ("tensorboard=false", "schedule.warmup_steps=2", "schedule.max_lr=0.003",
+                                              "schedule.total_steps=20"))]
+    with open(log, "w") as output:
+        child = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+                                 env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    deadline = time.monotonic() + 300
+    while not _complete_steps(run) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL, log.read_text()[-3000:]  # killed mid-run, not finished or failed
+    steps = _complete_steps(run)
+    assert steps and max(steps) < 20, steps
+    return max(steps)
+
+
+def _complete_steps(run: str) -> list[int]:
+    fs, root = storage.resolve(storage.join(run, "checkpoints"))
+    found = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return [int(info.path.rsplit("/", 2)[1].split("-")[1]) for info in found if info.path.endswith("/COMPLETE")]
+
+
 def test_a_run_directory_on_s3_resumes_like_local_and_feeds_dpo_and_export(both_runs, tmp_path):
-    """Shards from s3, run directory (checkpoints through DCP, metrics, config) on s3: stopped at step 12
-    and resumed, it trains the steps and weights of an uninterrupted local run; DPO and export read it."""
+    """Shards from s3, run directory (checkpoints through DCP, metrics, config) on s3: killed with SIGKILL
+    mid-run and resumed, it trains the steps and weights of an uninterrupted local run; DPO and export read it."""
     from tests.test_dpo import dpo_config, write_pairs
     from tests.test_training import losses, tiny_config
     from training.inference.export import export
@@ -95,8 +130,8 @@ def test_a_run_directory_on_s3_resumes_like_local_and_feeds_dpo_and_export(both_
     local, remote = both_runs
     run = "s3://clover-data/runs/pretrain"
     train(tiny_config(20), storage.join(local, "tokens"), str(tmp_path / "local"))
-    train(tiny_config(12), storage.join(remote, "tokens"), run)  # stopped at step 12 ...
-    train(tiny_config(20), storage.join(remote, "tokens"), run)  # ... and resumed from its step-12 checkpoint
+    _train_until_killed(storage.join(remote, "tokens"), run, tmp_path / "killed.log")
+    train(tiny_config(20), storage.join(remote, "tokens"), run)  # resumed from the newest complete checkpoint
     storage.copy_dir(run, str(tmp_path / "copied"))
     assert losses(tmp_path / "copied") == losses(tmp_path / "local")
     assert not [k for k in _files(run) if ".tmp-" in k]

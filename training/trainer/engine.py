@@ -114,9 +114,11 @@ def _run(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed
                 if progress is not None and dist_info.is_main:
                     progress(record)
             if cfg.checkpoint.every > 0 and (loop.step % cfg.checkpoint.every == 0 or loop.step == cfg.max_steps):
+                # metrics first: a kill between the two leaves lines past the newest checkpoint, which a resume
+                # drops; the other order could leave a checkpoint whose steps' metrics were never written
+                metrics.flush()
                 checkpoint.save(ckpt_root, loop.step, model, optimizer, loop.trainer_state(objective), cfg.checkpoint,
                                 dist_info.rank)
-                metrics.flush()
     finally:
         metrics.close()
         close = getattr(objective, "close", None)

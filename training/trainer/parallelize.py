@@ -55,7 +55,6 @@ def _free_port() -> int:
 
 
 _host_group: dist.ProcessGroup | None = None
-_own_port: str | None = None  # MASTER_PORT when this module, not torchrun, made the environment
 
 
 def init_distributed() -> Distributed:
@@ -64,18 +63,18 @@ def init_distributed() -> Distributed:
     Beside NCCL, a gloo group carries the small host-side collectives (gate verdicts, token counts), so
     they never wait for the GPU stream and the next micro-batch is gated while the GPU computes.
     """
-    global _host_group, _own_port
+    global _host_group
     if not dist.is_initialized():
-        if "RANK" not in os.environ or os.environ.get("MASTER_PORT") == _own_port:
-            # A fresh port each time: a process that trains twice (gpu_check, tests) would otherwise reuse
-            # the last group's port, which the OS may still hold (EADDRINUSE).
-            _own_port = str(_free_port())
-            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                              MASTER_PORT=_own_port)
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if cuda else "gloo")
+        backend = "nccl" if cuda else "gloo"
+        if "RANK" in os.environ:  # torchrun's environment
+            dist.init_process_group(backend)
+        else:
+            # One process: a fresh port each time (a process that trains twice would otherwise reuse one the OS
+            # may still hold), and no torchrun variables left in os.environ for a child process to inherit.
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     if dist.get_backend() != "gloo" and _host_group is None:
         _host_group = dist.new_group(backend="gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
