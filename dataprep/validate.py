@@ -16,7 +16,7 @@ import pyarrow as pa
 from dataprep.spark import read_parquet, verbose
 from dataprep.stages import Frames, dataset_kinds, frames_for
 from quality import expectations as suites
-from quality.gate import RECORD_FILES, dataset_record, member_uri
+from quality.gate import FILE_RECORD_SUFFIX, RECORD_FILES, dataset_record, member_uri
 from quality.signals import Bounds
 from schemas import storage
 from schemas.ingest import JSONL_SUFFIXES, input_format
@@ -124,7 +124,6 @@ def frames_of(kind: str) -> Frames | None:
 REQUIRED_COLUMNS = {"documents": ("id", "text"), "pairs": ("pair_id", "prompt", "chosen", "rejected")}
 ID_COLUMNS = ("id", "pair_id")  # a JSON number is an id too, as for the curate and prep-pairs readers
 FOREIGN_RECORD = "validation.json"
-FILE_RECORD_SUFFIX = ".validation.json"  # a single file's record lies beside it: FILE.validation.json
 FILE_DOCS_SUFFIX = ".data_docs"  # and its Data Docs: FILE.data_docs/
 
 

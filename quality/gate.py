@@ -11,6 +11,7 @@ import posixpath
 from schemas import storage
 
 RECORD_FILES = ("manifest.json", "report.json", "validation.json")  # validation.json: `clover validate --kind`
+FILE_RECORD_SUFFIX = ".validation.json"  # a single file's record lies beside it: FILE.validation.json
 
 
 class UnvalidatedDataset(RuntimeError):
@@ -40,7 +41,11 @@ def member_uri(root: str, name: str, record_uri: str) -> str:
 
 
 def dataset_record(path: str) -> tuple[str, dict] | None:
-    """(uri, parsed JSON) of the report or manifest describing `path` (or its parent, for documents/)."""
+    """(uri, parsed JSON) of the record describing `path`: FILE.validation.json beside a single file, else
+    the report or manifest of `path` (or of its parent, for documents/)."""
+    beside = path.rstrip("/") + FILE_RECORD_SUFFIX
+    if storage.exists(beside):
+        return beside, json.loads(storage.read_text(beside))
     for root in (path.rstrip("/"), posixpath.dirname(path.rstrip("/"))):
         for name in RECORD_FILES:
             uri = storage.join(root, name)
@@ -55,6 +60,10 @@ def require_validated(path: str, allow_unvalidated: bool = False, kind: str = "d
     `kind` (documents, pairs) only shapes the suggested `clover validate` command."""
     record = dataset_record(path)
     validation = (record[1].get("validation") if record else None) or None
+    if validation is not None and record[0].endswith(FILE_RECORD_SUFFIX) and _changed_since(path, record[1]):
+        raise UnvalidatedDataset(f"{path} changed since it was validated ({record[0]}): run "
+                                 f"`clover validate {path} --kind {record[1].get('kind', kind)}` again, "
+                                 "or pass --allow-unvalidated.")
     status = {"input": path, "record": record[0] if record else None,
               "validated": validation is not None, "success": bool(validation and validation.get("success")),
               "allowed_unvalidated": False}
@@ -76,8 +85,11 @@ def _how_to_validate(path: str, clover_wrote_it: bool, kind: str) -> str:
     if kind == "pairs":  # DPO reads prep-pairs' output (token ids, truncation), which validates itself
         return (f"it is not a prep-pairs output. Run `clover prep-pairs {path} --tokenizer DIR --out OUT` and "
                 "train on OUT")
-    if path.rstrip("/").endswith((".parquet", ".jsonl", ".json", ".zst", ".gz", ".txt")):
-        return (f"it has no report.json or manifest.json, and a single file cannot carry a validation record. "
-                f"Move it into a directory of its own (mkdir DIR && mv {path} DIR/) and run "
-                f"`clover validate DIR --kind {kind}` first")
     return f"it has no report.json or manifest.json. Run `clover validate {path} --kind {kind}` first"
+
+
+def _changed_since(path: str, record: dict) -> bool:
+    """Whether a single file's size differs from the one its validation record holds."""
+    sizes = list(record.get("files", {}).values())
+    fs, local = storage.resolve(path.rstrip("/"))
+    return len(sizes) != 1 or fs.get_file_info(local).size != sizes[0]

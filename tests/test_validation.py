@@ -201,6 +201,11 @@ def test_validate_a_single_file(curated, tmp_path, capsys):
     assert record["validation"]["data_docs"] == "docs.parquet.data_docs/index.html"
     assert (tmp_path / "docs.parquet.data_docs" / "index.html").exists()
     assert validate_main([str(single)]) == 0  # the kind is now recorded beside it
+    assert require_validated(str(single))["record"] == f"{single}.validation.json"  # the gate reads it too ...
+    with single.open("ab") as handle:
+        handle.write(b"appended")
+    with pytest.raises(UnvalidatedDataset, match="changed since it was validated"):  # ... while the file is unchanged
+        require_validated(str(single))
 
     pairs = tmp_path / "pairs.jsonl.gz"
     lines = [json.dumps({"pair_id": i, "prompt": f"question {i}", "chosen": "yes", "rejected": "no"}) for i in range(20)]
