@@ -1,46 +1,34 @@
-"""`clover inspect PATH`: one self-contained HTML report of what a stage kept, removed and why.
+"""`clover inspect PATH`: one self-contained HTML report of what a stage kept, removed and why, of a training run, or of a whole demo directory.
 
-Aggregates come from lazy polars scans of the stored Parquet (scores of every document, kept or
+The curate page is here; dedup, tokens and training runs are in jobs/inspect_dedup.py, inspect_tokens.py
+and inspect_run.py; a directory of outputs gets one page per output with a shared index. Aggregates come from lazy polars scans of the stored Parquet (scores of every document, kept or
 rejected), so inspecting needs no Spark and no re-scoring. The evidence in examples is found by the
 scoring code itself (`quality.evidence`).
 """
 
 from __future__ import annotations
 
-import argparse
-import glob
-import json
-import os
+import posixpath
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
-from jobs.report_html import esc, histogram_svg, marked_text, page, table
+from jobs.common import exit_on_config_error
+from jobs.flags import Command, Option
+from jobs.inspect_data import Section, exists, join, read_json, scan
+from jobs.report_html import book, esc, histogram_svg, marked_text, page, table
 from quality.c4 import C4Config
 from quality.evidence import evidence, missing_stop_words
 from quality.signals import SCORE_RANGES, Bounds
+from schemas import storage
 from schemas.config import ConfigError, parse_set_option
+from training.trainer.gate import GateConfig
 
 FACTORS = (0.75, 0.9, 1.0, 1.1, 1.25)
 BINS = 40
 EMPTY = "empty"
 
-Section = tuple[str, str, str]  # (html id, heading, body)
-
-
-def scan(path: str, columns: list[str] | None = None) -> pl.LazyFrame | None:
-    """A lazy scan of a dataset directory's Parquet parts, or None when it has none."""
-    files = sorted(glob.glob(os.path.join(path, "*.parquet")))
-    if not files:
-        return None
-    frame = pl.scan_parquet(files)
-    return frame.select(columns) if columns else frame
-
-
-def read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 @dataclass
@@ -55,7 +43,7 @@ class CurateView:
 
     @classmethod
     def open(cls, path: str) -> CurateView:
-        report = read_json(os.path.join(path, "report.json"))
+        report = read_json(join(path, "report.json"))
         cfg = report["config"]
         fasttext = [step["name"] for step in cfg.get("fasttext", [])]
         order = [f"fasttext_{name}_score" for name in fasttext] + list(SCORE_RANGES)
@@ -63,7 +51,7 @@ class CurateView:
         columns = ["id", "source", *order, *(f"fasttext_{name}_label" for name in fasttext)]
         parts = [frame.with_columns(reason=pl.lit(None, pl.String)) if frame is not None and name == "documents"
                  else frame for name in ("documents", "rejected")
-                 for frame in [scan(os.path.join(path, name), columns + (["reason"] if name == "rejected" else []))]]
+                 for frame in [scan(join(path, name), columns + (["reason"] if name == "rejected" else []))]]
         rows = pl.concat([p for p in parts if p is not None], how="vertical_relaxed")
         return cls(path, report, order, thresholds, rows)
 
@@ -246,7 +234,7 @@ def whatif_section(view: CurateView) -> str:
 
 def pick_samples(view: CurateView, k: int, seed: int) -> pl.DataFrame:
     """Up to k rejected documents per reason: those with the smallest hash of (id, seed)."""
-    rejected = scan(os.path.join(view.path, "rejected"))
+    rejected = scan(join(view.path, "rejected"))
     if rejected is None or k <= 0:
         return pl.DataFrame()
     key = pl.col("id").hash(seed)
@@ -290,7 +278,7 @@ def samples_section(view: CurateView, k: int, seed: int) -> str:
 
 def quarantine_section(path: str, limit: int = 200) -> str:
     """Quarantined records by reason, then the first `limit` by file and line."""
-    frame = scan(os.path.join(path, "quarantine"))
+    frame = scan(join(path, "quarantine"))
     if frame is None:
         return "<p>No quarantine.</p>"
     counts = frame.group_by("reason").len().sort("len", descending=True).collect()
@@ -314,35 +302,140 @@ def curate_sections(path: str, samples: int, seed: int, sets: list[str]) -> list
     ]
 
 
-def build_report(path: str, samples: int = 5, seed: int = 0, sets: list[str] | None = None) -> str:
-    """The report's HTML for a stage output directory."""
-    stage = read_json(os.path.join(path, "report.json")).get("stage") if os.path.exists(
-        os.path.join(path, "report.json")) else None
-    if stage == "curate":
-        return page(f"clover inspect: curate {path}", curate_sections(path, samples, seed, sets or []))
-    raise ConfigError(f"{path}: not a stage output clover inspect knows (stage {stage!r})")
+def _kind(path: str) -> str | None:
+    """What PATH holds: "run" (a training run), "tokenize" (token shards), a stage's name (its report.json),
+    or None (not a Clover output: perhaps a directory of them)."""
+    if exists(join(path, "metrics.jsonl")) or (exists(join(path, "config.json")) and exists(join(path, "checkpoints"))):
+        return "run"
+    if exists(join(path, "manifest.json")) and read_json(join(path, "manifest.json")).get("kind") == "tokens":
+        return "tokenize"
+    if exists(join(path, "report.json")):
+        return str(read_json(join(path, "report.json")).get("stage") or "stage")
+    return None
 
 
-def build_parser(prog: str = "clover inspect") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    parser.add_argument("path", metavar="PATH", help="a stage output directory")
-    parser.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
-    parser.add_argument("--samples", type=int, default=5, help="example documents per rejection reason")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the example choice")
-    parser.add_argument("--set", action="append", default=[], metavar="thresholds.NAME.max=V",
-                        help="a proposed threshold: the funnel shows its effect (repeatable)")
-    return parser
+def stage_summary(path: str) -> str:
+    """Any other stage: its report.json counts."""
+    report = read_json(join(path, "report.json"))
+    rows = [["input", report.get("input")], ["output", report.get("output")],
+            *([f"removed: {k}", v] for k, v in (report.get("removed") or {}).items()),
+            *([f"quarantined: {k}", v] for k, v in (report.get("quarantined") or {}).items())]
+    return table(["", "records"], rows, "stage-counts")
 
 
-def main(argv: list[str] | None = None, prog: str = "clover inspect") -> int:
-    args = build_parser(prog).parse_args(argv)
+def stage_sections(path: str, kind: str, cfg: InspectConfig, sets: list[str]) -> list[Section]:
+    """The sections of one stage output's page."""
+    from jobs.inspect_dedup import dedup_sections
+    from jobs.inspect_run import run_sections
+    from jobs.inspect_tokens import tokens_sections
+
+    if kind == "curate":
+        return curate_sections(path, cfg.samples, cfg.seed, sets)
+    if kind == "run":
+        return run_sections(path)
+    if kind == "dedup":
+        sections = dedup_sections(path, cfg.samples, cfg.seed)
+    elif kind == "tokenize":
+        sections = tokens_sections(path, cfg.samples, cfg.seed, cfg.gate, cfg.sample_rows)
+    else:
+        sections = [("counts", "Counts", stage_summary(path))]
+    return sections + [("quarantine", "Quarantine", quarantine_section(path))]
+
+
+def _subdirectories(path: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    fs, root = storage.resolve(path)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return sorted(join(path, i.base_name) for i in infos
+                  if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))
+
+
+PAGE_ORDER = {"curate": 0, "dedup": 1, "tokenize": 3, "run": 4}
+
+
+def find_outputs(path: str) -> list[tuple[str, str]]:
+    """(directory, kind) of every Clover output directly under PATH or one level deeper (runs/NAME), in
+    pipeline order: what `clover demo --out DIR` leaves."""
+    found = []
+    for child in _subdirectories(path):
+        kind = _kind(child)
+        if kind is not None:
+            found.append((child, kind))
+            continue
+        found += [(grandchild, k) for grandchild in _subdirectories(child) if (k := _kind(grandchild))]
+    return sorted(found, key=lambda item: (PAGE_ORDER.get(item[1], 2), item[0]))
+
+
+def _page(path: str, kind: str, cfg: InspectConfig, sets: list[str]) -> list[Section]:
+    """A page of the directory report; an output that cannot be read shows its error instead of stopping the rest."""
     try:
-        report = build_report(args.path, args.samples, args.seed, args.set)
-    except ConfigError as err:
-        print(f"{prog}: {err}", file=sys.stderr)
-        return 2
-    with open(args.out, "w", encoding="utf-8") as handle:
-        handle.write(report)
+        return stage_sections(path, kind, cfg, sets)
+    except Exception as err:  # noqa: BLE001 - one broken output must not hide the others
+        return [("error", "Error", f"<p>{esc(type(err).__name__)}: {esc(err)}</p>")]
+
+
+def build_report(path: str, samples: int = 5, seed: int = 0, sets: list[str] | None = None,
+                 cfg: InspectConfig | None = None) -> str:
+    """The report's HTML: one page for a stage output or run, one page per output with a shared index for a
+    directory of them (a `clover demo` directory)."""
+    cfg = cfg or InspectConfig(samples=samples, seed=seed)
+    path = path.rstrip("/") or "/"
+    kind = _kind(path)
+    if kind is not None:
+        return page(f"clover inspect: {kind} {path}", stage_sections(path, kind, cfg, sets or []))
+    outputs = find_outputs(path) if exists(path) else []
+    if not outputs:
+        raise ConfigError(f"{path}: neither a Clover stage output, a training run, nor a directory holding them")
+    pages = [(f"page-{i}", f"{kind} {posixpath.relpath(child, path)}", _page(child, kind, cfg, sets or []))
+             for i, (child, kind) in enumerate(outputs)]
+    return book(f"clover inspect: {path}", pages)
+
+
+@dataclass
+class GateSettings:
+    """The trainer's batch gate as the tokens page applies it to single rows (defaults: training.trainer.gate)."""
+
+    ngram: int = field(default=GateConfig.ngram, metadata={"help": "n of the repeated n-gram fraction, in tokens"})
+    max_fraction: float = field(default=GateConfig.max_fraction, metadata={
+        "help": "rows above this repeated n-gram fraction are shown as rejected (the trainer's gate.max_fraction)"})
+
+
+@dataclass
+class InspectConfig:
+    samples: int = field(default=5, metadata={
+        "help": "examples per section: rejected documents per reason, near-duplicate pairs, rejected token rows"})
+    seed: int = field(default=0, metadata={"help": "seed of the example choice"})
+    sample_rows: int = field(default=2000, metadata={
+        "help": "token rows sampled for the top tokens and the batch gate's fractions"})
+    gate: GateSettings = field(default_factory=GateSettings)
+
+
+COMMAND = Command(
+    description=__doc__.split("\n")[0],
+    config=InspectConfig,
+    options=(
+        Option("path", help="a stage output, a training run, or a directory of them (clover demo --out DIR)",
+               kwargs={"metavar": "PATH"}),
+        Option("--out", help="HTML file to write", kwargs={"default": "report.html"}),
+        Option("--samples", "samples"),
+        Option("--seed", "seed"),
+    ),
+)
+PROPOSAL = "thresholds."  # --set thresholds.NAME.max=V: a proposed curate threshold, not an inspect setting
+
+
+@exit_on_config_error
+def main(argv: list[str] | None = None, prog: str = "clover inspect") -> int:
+    parser = COMMAND.parser(prog)
+    parser.epilog = ("--set thresholds.NAME.min|max=V proposes a curate threshold: the funnel shows its effect "
+                     "from the stored scores (repeatable).")
+    args = parser.parse_args(argv)
+    sets = [s for s in args.set if s.startswith(PROPOSAL)]
+    args.set = [s for s in args.set if not s.startswith(PROPOSAL)]
+    cfg = COMMAND.configure(args)
+    report = build_report(args.path, sets=sets, cfg=cfg)
+    storage.write_text(args.out, report)
     print(f"inspect: {args.path} -> {args.out} ({len(report.encode()) / 1e6:.2f} MB)")
     return 0
 

@@ -117,6 +117,43 @@ def line_svg(xs: Sequence[float], ys: Sequence[float], marks: Sequence[float] = 
     return f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
 
 
+def bar_svg(labels: Sequence[str], counts: Sequence[int], width: int = 520, height: int = 140,
+            log: bool = True) -> str:
+    """One bar per labelled bucket (heights on a log scale unless `log` is False), its count as a tooltip."""
+    if not counts:
+        return "<p>no data</p>"
+    top = max(max(counts), 1)
+    scale = (lambda c: math.log1p(c) / math.log1p(top)) if log else (lambda c: c / top)
+    bar = width / len(counts)
+    parts = []
+    for i, (label, count) in enumerate(zip(labels, counts)):
+        h = (height - 26) * scale(count)
+        parts.append(f'<rect class="kept" x="{i * bar + 1:.1f}" y="{height - 26 - h:.1f}" width="{max(bar - 2, 1):.1f}" '
+                     f'height="{h:.1f}"><title>{esc(label)}: {count:,}</title></rect>'
+                     f'<text x="{i * bar + bar / 2:.1f}" y="{height - 14}" text-anchor="middle">{esc(label)}</text>')
+    parts.append(f'<text x="0" y="{height - 2}">max {top:,}{" (log scale)" if log else ""}</text>')
+    return f'<svg class="bars" width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
+
+
+def word_diff(removed: str, kept: str) -> tuple[str, str]:
+    """Both texts escaped, word by word (difflib): words only in the first in <del>, only in the second in <ins>."""
+    import difflib
+
+    a, b = re.split(r"(\s+)", removed), re.split(r"(\s+)", kept)
+    left, right = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        one, two = esc("".join(a[i1:i2])), esc("".join(b[j1:j2]))
+        if op == "equal":
+            left.append(one)
+            right.append(two)
+            continue
+        if one:
+            left.append(f"<del>{one}</del>")
+        if two:
+            right.append(f"<ins>{two}</ins>")
+    return "".join(left), "".join(right)
+
+
 def page(title: str, sections: Sequence[tuple[str, str, str]]) -> str:
     """One HTML document: a navigation bar, then each (id, heading, body) section."""
     nav = "".join(f'<a href="#{esc(sid)}">{esc(heading)}</a>' for sid, heading, _ in sections)
@@ -124,3 +161,21 @@ def page(title: str, sections: Sequence[tuple[str, str, str]]) -> str:
                    for sid, heading, content in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1><nav>{nav}</nav>{body}</body></html>\n")
+
+
+def book(title: str, pages: Sequence[tuple[str, str, Sequence[tuple[str, str, str]]]]) -> str:
+    """One HTML document of several pages (id, title, sections), with a shared index: each page is an
+    <article> with its own navigation; section ids are prefixed with the page's id."""
+    index = "".join(f'<li><a href="#{esc(pid)}">{esc(heading)}</a> ('
+                    + ", ".join(f'<a href="#{esc(pid)}-{esc(sid)}">{esc(h)}</a>' for sid, h, _ in sections) + ")</li>"
+                    for pid, heading, sections in pages)
+    articles = []
+    for pid, heading, sections in pages:
+        nav = "".join(f'<a href="#{esc(pid)}-{esc(sid)}">{esc(h)}</a>' for sid, h, _ in sections)
+        body = "".join(f'<section id="{esc(pid)}-{esc(sid)}" data-section="{esc(sid)}"><h3>{esc(h)}</h3>{content}</section>'
+                       for sid, h, content in sections)
+        articles.append(f'<article id="{esc(pid)}" data-page="{esc(heading)}"><h2>{esc(heading)}</h2>'
+                        f'<nav><a href="#index">index</a>{nav}</nav>{body}</article>')
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f'<style>{CSS}</style></head><body><h1>{esc(title)}</h1><section id="index"><h2>Index</h2>'
+            f'<ul class="index">{"".join(index)}</ul></section>{"".join(articles)}</body></html>\n')

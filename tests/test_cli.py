@@ -73,13 +73,11 @@ def _help_literals(path):
 
 
 def test_no_help_text_repeats_a_default_by_hand():
-    """Defaults are shown by jobs/flags.py from the config field or the argument's default, never written in help.
-    (clover inspect and clover validate keep parsers of their own, in modules owned elsewhere.)"""
+    """Defaults are shown by jobs/flags.py from the config field or the argument's default, never written in help."""
     from pathlib import Path
 
     jobs = Path(__file__).resolve().parents[1] / "jobs"
-    own_parsers = {"inspection.py", "validate.py"}
-    found = [(where, text) for path in sorted(jobs.glob("*.py")) if path.name not in own_parsers
+    found = [(where, text) for path in sorted(jobs.glob("*.py"))
              for where, text in _help_literals(path) if "(default" in text]
     assert found == []
 
@@ -109,7 +107,7 @@ def test_generated_help_shows_the_config_defaults():
 
 
 def test_every_command_declares_its_config_and_flags():
-    """Every command but inspect and validate goes through jobs/flags.py: --config and --set, and each named flag
+    """Every command but inspect goes through jobs/flags.py: --config and --set, and each named flag
     sets a key of its config dataclass."""
     import importlib
 
@@ -117,7 +115,7 @@ def test_every_command_declares_its_config_and_flags():
     from jobs.flags import config_field
 
     for name, (module, _) in COMMANDS.items():
-        if name in ("inspect", "validate"):
+        if name == "inspect":
             continue
         command = importlib.import_module(module).COMMAND
         for option in command.options:

@@ -1,14 +1,19 @@
 """`clover inspect`: the report renders in headless Chromium, its evidence is the scoring code's, its
-what-if counts equal a curate re-run, and hostile documents stay text."""
+what-if counts equal a curate re-run, and hostile documents stay text; dedup, token-shard and training-run
+pages and a whole directory's index are built from small real outputs."""
 
 import copy
 import html
 import json
+import random
 import re
 import shutil
 import subprocess
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dataprep.curate import CurateConfig, run_curate
@@ -16,9 +21,11 @@ from jobs.inspection import FACTORS, CurateView, apply_sets, build_report, funne
 from jobs.report_html import esc
 from quality.document import DocumentView
 from quality.evidence import evidence, mask_spans
+from quality.minhash import ShingleHasher, jaccard
 from quality.repetition import repeated_ngram_mask
 from schemas.config import ConfigError, load_config
-from schemas.sample import write_sample
+from schemas.sample import edit_words, stdlib_docstrings, write_sample
+from tests.token_shards import docstring_tokenizer
 
 SPAM = "buy cheap pills now at the best online store today "
 PROSE = ("The river runs to the sea and the town grew with it. People of the valley have kept the old road. "
@@ -42,6 +49,10 @@ def curated(spark, tmp_path_factory):
         {"id": "spam-1", "text": PROSE + SPAM * 5 + "End."},
         {"id": "spam-2", "text": PROSE.upper() + SPAM * 6 + "Done."},
         {"id": "spam-3", "text": SPAM * 4 + PROSE + SPAM * 3 + "Fin."},
+        # fails only gopher_word_count.min (42 words): a looser bound keeps it, whatever the sample holds
+        {"id": "short-prose", "text": "The river runs to the sea. People of the valley have kept the old road. It "
+         "is said that the bridge was built with stone. The market opens at dawn. Children walk to the school by "
+         "the mill and the fields."},
         {"id": "hostile", "text": "<script>alert(1)</script> </textarea><b>bold</b> too short",
          "source": "src\x07<i>x</i>"},
     ]
@@ -156,3 +167,162 @@ def test_cli_writes_one_offline_file(curated, tmp_path):
 def test_evidence_marks_missing_stop_word_rule_tokens():
     spans = evidence("12 34 the 56 and", "gopher_alpha_word_frac", 10, load_config(CurateConfig).signals.c4)
     assert [(s.start, s.end, s.kind) for s in spans] == [(0, 5, "fail"), (10, 12, "fail")]
+
+
+# ---- dedup, tokens, runs, a directory of outputs
+
+@pytest.fixture(scope="module")
+def deduped(spark, tmp_path_factory):
+    """Docstrings with exact copies and near copies (one cluster of five), deduplicated by the real stage."""
+    from dataprep.dedup import DedupConfig, run_dedup
+
+    root = tmp_path_factory.mktemp("inspect-dedup")
+    rng = random.Random(7)
+    base = [d for d in stdlib_docstrings() if len(d.split()) > 120][:10]
+    rows = [(f"doc{i:02d}", t) for i, t in enumerate(base)]
+    rows += [("exact-of-00", base[0] + "\n"), ("exact-of-01", base[1].upper())]
+    rows += [(f"near-{k}-of-02", edit_words(base[2], 0.02, rng)) for k in range(4)]
+    rows += [("near-of-03", edit_words(base[3], 0.03, rng))]
+    pq.write_table(pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows]}), root / "docs.parquet")
+    out = root / "deduped"
+    report = run_dedup(spark, str(root / "docs.parquet"), str(out), DedupConfig(), validate=False,
+                       allow_unvalidated=True)
+    return out, json.loads(report.to_json())
+
+
+def _table(dom: str, cls: str) -> str:
+    start = dom.index(f'<table class="{cls}">')
+    return dom[start:dom.index("</table>", start)]
+
+
+def _sections(dom: str) -> set[str]:
+    return set(re.findall(r'<section id="([^"]+)"', dom))
+
+
+def test_dedup_page_counts_clusters_and_pairs_with_the_dedup_jaccard(deduped, tmp_path):
+    out, report = deduped
+    dom = _dom(build_report(str(out), samples=10), tmp_path)
+    assert {"counts", "clusters", "pairs", "quarantine"} <= _sections(dom)
+    counts = dict(re.findall(r'<tr><td class="l">([^<]+)</td><td class="">([\d,]+)</td></tr>',
+                             _table(dom, "dedup-counts")))
+    assert int(counts["exact duplicates removed"]) == report["removed"]["exact_duplicate"]
+    assert int(counts["near duplicates removed"]) == report["removed"]["near_duplicate"]
+    assert '<rect class="kept"' in dom[dom.index('<figure class="cluster-sizes">'):]
+    duplicates = pl.read_parquet(str(out / "duplicates" / "*.parquet"))
+    assert _table(dom, "largest-clusters").count("<tr>") == 1 + duplicates["cluster_id"].n_unique()
+    pairs = re.findall(r'<div class="pair-block" data-jaccard="([\d.]+)"><p>removed <code>([^<]+)</code>', dom)
+    assert len(pairs) == report["removed"]["near_duplicate"] > 0
+    texts = dict(pl.read_parquet(report["source"]).select("id", "text").iter_rows())
+    kept = dict(duplicates.select("id", "kept_id").iter_rows())
+    hasher = ShingleHasher(report["config"]["shingle_n"])
+    for similarity, removed in pairs:
+        expected = jaccard(hasher(texts[removed]), hasher(texts[kept[removed]]))
+        assert float(similarity) == pytest.approx(expected, abs=1e-4) and expected >= report["config"]["threshold"]
+    assert "<del>" in dom and "<ins>" in dom
+
+
+SPAM_DOC = "call now to win a free prize and claim your reward today " * 40
+
+
+@pytest.fixture(scope="module")
+def tokens(spark, tmp_path_factory):
+    """Docstrings and a few spam documents, tokenized into 64-token rows by the real stages."""
+    from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
+
+    root = tmp_path_factory.mktemp("inspect-tokens")
+    tokenizer = docstring_tokenizer(spark, root, vocab_size=600, docs=120)
+    texts = stdlib_docstrings()[:120] + [SPAM_DOC] * 6
+    pq.write_table(pa.table({"id": [f"t{i:03d}" for i in range(len(texts))], "text": texts}), root / "in.parquet")
+    cfg = TokenizeConfig(seq_len=64, shard_bytes=20_000, row_group_rows=16)
+    run_tokenize(spark, str(root / "in.parquet"), str(tokenizer), str(root / "tokens"), cfg, validate=False,
+                 allow_unvalidated=True)
+    return root / "tokens"
+
+
+def test_tokens_page_documents_padding_top_tokens_and_gate(tokens, tmp_path):
+    from training.trainer.data import MicroBatch
+    from training.trainer.gate import batch_fraction
+
+    dom = _dom(build_report(str(tokens), samples=3), tmp_path)
+    assert {"tokens", "top-tokens", "gate", "quarantine"} <= _sections(dom)
+    rows = pl.read_parquet(str(tokens / "shards" / "*.parquet"))
+    manifest = json.loads((tokens / "manifest.json").read_text())
+    summary = dict(re.findall(r'<tr><td class="l">([^<]+)</td><td class="">([^<]+)</td></tr>',
+                              _table(dom, "token-summary")))
+    assert int(summary["documents"].replace(",", "")) == manifest["documents"]
+    padding = 1 - rows["num_tokens"].sum() / (rows.height * 65)
+    assert float(summary["padding fraction"]) == pytest.approx(padding, rel=1e-3)
+    top = _table(dom, "top-tokens")
+    assert top.count("<tr>") == 41 and "<td class=\"l\">'" in top  # pieces decoded (shown with repr quotes)
+    fractions = [batch_fraction(MicroBatch(0, np.asarray(t, dtype=np.int64)[None], np.array([n])), 13)
+                 for t, n in zip(rows["tokens"].to_list(), rows["num_tokens"].to_list())]
+    rejected = sum(f > 0.15 for f in fractions)
+    gate = re.search(r'data-score="repeated_ngram_fraction"><figcaption>.*?passes ([\d,]+), rejected ([\d,]+)', dom)
+    assert (int(gate.group(1)), int(gate.group(2))) == (rows.height - rejected, rejected) and rejected > 0
+    assert '<line class="threshold"' in dom[gate.start():]
+    shown = re.findall(r'<div class="sample" data-fraction="([\d.]+)">(.*?)</div></div>', dom, re.S)
+    assert len(shown) == 3 and all(float(f) > 0.15 for f, _ in shown)
+    assert all('<mark class="repeat">' in body and "prize" in body for _, body in shown)
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(tokens, tmp_path_factory):
+    """Four steps of clover-tiny on the token shards, the spam rows rejected by a strict gate."""
+    from tests.test_training import tiny_config
+    from training.trainer.pretrain import train
+
+    cfg = tiny_config(4)
+    cfg.data.allow_unvalidated, cfg.gate.max_fraction = True, 0.05
+    out = tmp_path_factory.mktemp("inspect-run") / "pretrain"
+    train(cfg, str(tokens), str(out))
+    return out
+
+
+def test_run_page_curves_clip_line_and_decoded_rejections(pretrain_run, tmp_path):
+    dom = _dom(build_report(str(pretrain_run)), tmp_path)
+    assert {"run", "curves", "rejections"} <= _sections(dom)
+    metrics = [json.loads(line) for line in (pretrain_run / "metrics.jsonl").read_text().splitlines()]
+    curves = dict(re.findall(r'<figure class="curve" data-series="([^"]+)">(.*?)</figure>', dom, re.S))
+    assert set(curves) == {"loss", "lr", "grad_norm", "tokens_per_s"}
+    assert all('<path class="series"' in body for body in curves.values())
+    assert '<line class="clip"' in curves["grad_norm"]
+    rejected_steps = [m["step"] for m in metrics if m["gate_rejections"]]
+    assert curves["loss"].count('<circle class="mark"') == len(rejected_steps)
+    log = (pretrain_run / "gate_rejections.jsonl").read_text().splitlines()
+    assert log and _table(dom, "gate-rejections").count("<tr>") == 1 + min(len(log), 50)
+    decoded = re.findall(r'<div class="sample rejected-batch" data-micro-batch="(\d+)">', dom)
+    assert decoded == [str(json.loads(line)["micro_batch"]) for line in log[:3]]
+    assert dom.count('<table class="checkpoints">') == 1 and "complete" in dom
+
+
+def test_dpo_run_page_shows_reward_accuracy_and_margin(tmp_path):
+    run = tmp_path / "dpo"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"kind": "dpo", "model": "clover-tiny",
+                                                 "engine": {"optimizer": {"grad_clip": 0.5}}}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(
+        {"step": s, "loss": 0.7 - s / 100, "lr": 1e-3, "grad_norm": 0.4 + s / 10, "tokens_per_s": 100.0,
+         "reward_accuracy": s / 10, "reward_margin": s / 5}) + "\n" for s in range(1, 9)) + '{"step": 9, "lo')
+    dom = _dom(build_report(str(run)), tmp_path)
+    curves = dict(re.findall(r'<figure class="curve" data-series="([^"]+)">(.*?)</figure>', dom, re.S))
+    assert {"reward_accuracy", "reward_margin", "grad_norm"} <= set(curves) and "rejections" not in _sections(dom)
+    assert "7 of 8 logged steps above it" in curves["grad_norm"]
+
+
+def test_a_directory_of_outputs_gets_one_page_each_with_an_index(curated, deduped, tokens, pretrain_run, tmp_path):
+    demo = tmp_path / "demo"
+    (demo / "runs").mkdir(parents=True)
+    (demo / "sample").mkdir()
+    for name, target in (("curated", curated[1]), ("deduped", deduped[0]), ("tokens", tokens)):
+        (demo / name).symlink_to(target, target_is_directory=True)
+    (demo / "runs" / "pretrain").symlink_to(pretrain_run, target_is_directory=True)
+    target = tmp_path / "index.html"
+    assert main([str(demo), "--out", str(target), "--samples", "1", "--set", "gate.max_fraction=0.3"]) == 0
+    dom = _dom(target.read_text(encoding="utf-8"), tmp_path)
+    pages = re.findall(r'<article id="(page-\d+)" data-page="([^"]+)">', dom)
+    assert [title for _, title in pages] == ["curate curated", "dedup deduped", "tokenize tokens", "run runs/pretrain"]
+    index = dom[dom.index('<ul class="index">'):dom.index("</ul>")]
+    assert all(f'href="#{pid}"' in index for pid, _ in pages)
+    for pid, section in (("page-0", "funnel"), ("page-1", "pairs"), ("page-2", "gate"), ("page-3", "curves")):
+        assert f'<section id="{pid}-{section}" data-section="{section}">' in dom
+    assert "gate.max_fraction 0.3" in dom and "Error" not in re.sub(r"<[^>]+>", "", dom).split("Index")[0]
