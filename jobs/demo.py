@@ -204,14 +204,14 @@ def _run_steps(steps: list[Step], root: Path, force: bool) -> dict[str, float]:
 
 
 def _summarize(root: Path, cfg: DemoConfig, timings: dict[str, float]) -> dict:
-    """A greedy answer from the export, the summary table and plots, and the curate inspection report."""
+    """A greedy answer from the export, the summary table and plots, and the inspection report of every output."""
     from jobs.inspection import build_report
     from jobs.summary import summarize
     from training.inference.generate import complete
 
     sample_text = complete(str(root / "export"), cfg.prompt, max_new_tokens=40, temperature=0.0)
     summary = summarize(root, timings, cfg.prompt, sample_text)
-    (root / "report.html").write_text(build_report(str(root / "curated")), encoding="utf-8")  # clover inspect, curate only
+    (root / "report.html").write_text(build_report(str(root)), encoding="utf-8")  # clover inspect DIR: every output
     return summary
 
 
