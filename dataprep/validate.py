@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from dataprep.spark import read_parquet, verbose
+from dataprep.spark import SparkConfig, read_parquet, verbose
 from dataprep.stages import Frames, dataset_kinds, frames_for
 from quality import expectations as suites
 from quality.gate import FILE_RECORD_SUFFIX, RECORD_FILES, dataset_record, member_uri
@@ -23,6 +23,18 @@ from schemas.ingest import JSONL_SUFFIXES, input_format
 
 # Removal-rate bounds when the stage config sets none: any one reason removing over half the input is a bug.
 DEFAULT_REMOVAL_BOUNDS = {"*": Bounds(max=0.5)}
+
+
+@dataclass
+class ValidateConfig:
+    """`clover validate`'s settings (the dataset itself is its PATH argument)."""
+    kind: str = field(default="", metadata={
+        "help": "what a dataset Clover did not write holds (a Clover dataset's kind is read from its report.json or "
+                "manifest.json); the result goes to PATH/validation.json, or FILE.validation.json beside a single "
+                "file, which the next stage's gate reads"})
+    docs_dir: str = field(default="", metadata={
+        "help": "where to write the Data Docs site; empty: PATH/data_docs, or FILE.data_docs beside a single file"})
+    spark: SparkConfig = field(default_factory=SparkConfig)
 
 
 @dataclass
