@@ -189,12 +189,7 @@ def _foreign_target(path: str, kind: str | None) -> Target:
     root = path.rstrip("/")
     if not storage.exists(root):
         raise FileNotFoundError(f"{path}: no such file or directory")
-    if kind is None:
-        raise FileNotFoundError(f"{path} was not written by Clover (no report.json or manifest.json), so its kind "
-                                f"is unknown: run `clover validate {path} --kind documents` (or --kind pairs)")
-    if kind == "tokens":
-        raise ValueError(f"{path}: token shards are read through the manifest.json that `clover tokenize` writes; "
-                         "tokenize the documents with `clover tokenize` instead")
+    kind = _foreign_kind(path, kind, "was not written by Clover (no report.json or manifest.json)")
     try:
         files = storage.expand(root, (".parquet",))
     except FileNotFoundError:
@@ -208,6 +203,17 @@ def _foreign_target(path: str, kind: str | None) -> Target:
     record = {"kind": kind, "written_by": "clover validate --kind",
               "files": {item.uri[len(root) + 1:]: item.size for item in files}}
     return Target(path, root, storage.join(root, FOREIGN_RECORD), record, f"foreign-{kind}")
+
+
+def _foreign_kind(path: str, kind: str | None, what: str) -> str:
+    """The --kind given for a dataset Clover did not write, or an error naming a command that works."""
+    if kind is None:
+        raise FileNotFoundError(f"{path} {what}, so its kind is unknown: run `clover validate {path} --kind documents` "
+                                "(or --kind pairs)")
+    if kind == "tokens":
+        raise ValueError(f"{path}: token shards are read through the manifest.json that `clover tokenize` writes; "
+                         "tokenize the documents with `clover tokenize` instead")
+    return kind
 
 
 def _is_file(path: str) -> bool:
@@ -238,12 +244,7 @@ def _file_target(path: str, kind: str | None) -> Target:
     record_uri = path + FILE_RECORD_SUFFIX
     if kind is None and storage.exists(record_uri):  # validated before with --kind: check it again the same way
         kind = json.loads(storage.read_text(record_uri)).get("kind")
-    if kind is None:
-        raise FileNotFoundError(f"{path} is a single file Clover did not write, so its kind is unknown: run "
-                                f"`clover validate {path} --kind documents` (or --kind pairs)")
-    if kind == "tokens":
-        raise ValueError(f"{path}: token shards are read through the manifest.json that `clover tokenize` writes; "
-                         "tokenize the documents with `clover tokenize` instead")
+    kind = _foreign_kind(path, kind, "is a single file Clover did not write")
     try:
         fmt = input_format(path)
     except ValueError:
