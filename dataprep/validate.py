@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from dataprep.data_docs import vendor_site
 from dataprep.spark import SparkConfig, read_parquet, verbose
 from dataprep.stages import Frames, dataset_kinds, frames_for
 from quality import expectations as suites
@@ -104,6 +105,7 @@ def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str)
                                "element_count": item.result.get("element_count"),
                                "bounds": [kwargs.get("min_value"), kwargs.get("max_value")]
                                if "min_value" in kwargs or "max_value" in kwargs else None})
+    vendor_site(local_docs)  # GX's pages load their JavaScript and CSS from CDNs: point them at shipped copies
     if "://" in docs_dir:
         storage.copy_dir(local_docs, docs_dir)
         shutil.rmtree(local_docs)
