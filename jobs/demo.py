@@ -1,7 +1,7 @@
 """`clover demo [--out DIR]`: the whole Clover path on the built-in sample, on one machine.
 
 make the sample -> curate -> dedup -> train the tokenizer -> tokenize (each validated, with Data Docs)
--> pretrain clover-tiny -> prep-pairs -> DPO -> export -> generate, then a summary table and plots.
+-> pretrain clover-tiny -> the gate story (jobs/gate_story.py) -> prep-pairs -> DPO -> export -> generate, then a summary table and plots.
 The Spark steps are the registered stages (dataprep/stages.py) in their `step` order, each run through
 its own command's arguments and config, so a new registered stage joins the demo by itself. Each writes
 its real outputs under DIR. A rerun skips finished steps; --force redoes them.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from jobs.common import add_verbose_argument, exit_on_config_error
 from jobs.flags import Command, Option
+from jobs.gate_story import GateStoryConfig
 from jobs.progress import SparkProgress, step_bar
 
 
@@ -34,6 +35,7 @@ class DemoConfig:
     dpo_micro_batch: int = field(default=8, metadata={"help": "pairs per DPO step"})
     dpo_lr: float = field(default=1e-3, metadata={"help": "DPO learning rate"})
     max_pair_length: int = field(default=256, metadata={"help": "prep-pairs max_length (fits clover-tiny's context)"})
+    gate_story: GateStoryConfig = field(default_factory=GateStoryConfig)
     prompt: str = field(default="Explain this part of the Python documentation: Return a new list",
                         metadata={"help": "prompt for the final generate"})
 
@@ -49,7 +51,7 @@ class Step:
 
 # The demo's own steps, placed among the registered Spark stages (dataprep/stages.py) by their `step`:
 # every registered stage runs, in step order, without an entry here.
-SAMPLE, PRETRAIN, DPO, EXPORT = 0, 45, 60, 70
+SAMPLE, PRETRAIN, GATE_STORY, DPO, EXPORT = 0, 45, 47, 60, 70
 # a registered stage's output directory under DIR (default: its name) and input (default: the newest documents)
 OUTPUTS = {"curate": "curated", "dedup": "deduped", "train-tokenizer": "tokenizer", "tokenize": "tokens",
            "prep-pairs": "pairs"}
@@ -109,6 +111,7 @@ def _steps(root: Path, cfg: DemoConfig, spark) -> list[Step]:
     own = [
         Step("sample", "sample", _exists("crawl-00.jsonl"), lambda: _sample(root, cfg), SAMPLE),
         Step("pretrain", "runs/pretrain", _finished(cfg.pretrain_steps), lambda: _pretrain(root, cfg), PRETRAIN),
+        *_gate_story_step(root, cfg),
         Step("dpo", "runs/dpo", _finished(cfg.dpo_steps), lambda: _dpo(root, cfg), DPO),
         Step("export", "export", _exists("config.json"),
              lambda: export(str(root / "runs/dpo"), str(root / "export"), "float32"), EXPORT),
@@ -155,9 +158,22 @@ def _sample(root: Path, cfg: DemoConfig) -> None:
     write_sample_pairs(str(root / "sample-pairs"), cfg.pairs)
 
 
-def _pretrain(root: Path, cfg: DemoConfig) -> None:
+def _gate_story_step(root: Path, cfg: DemoConfig) -> list[Step]:
+    """Both arms of the gate story from the pretrain run's checkpoint (none with --no-gate-story)."""
+    from jobs.gate_story import run_gate_story
+
+    if cfg.gate_story.skip:
+        return []
+    steps = cfg.gate_story.steps
+    done = lambda out: all(_finished(steps)(out / arm) for arm in ("ungated", "gated"))  # noqa: E731
+    run = lambda: run_gate_story(root / "gate-story", cfg.gate_story, _pretrain_config(cfg),  # noqa: E731
+                                 root / "runs/pretrain", root / "tokens")
+    return [Step("gate-story", "gate-story", done, run, GATE_STORY)]
+
+
+def _pretrain_config(cfg: DemoConfig):
     """clover-tiny with a schedule scaled to the demo's step count, checkpointed three times."""
-    from training.trainer.pretrain import TrainConfig, train
+    from training.trainer.pretrain import TrainConfig
 
     train_cfg = TrainConfig(model="clover-tiny", micro_batch=cfg.pretrain_micro_batch, grad_accum=1,
                             max_steps=cfg.pretrain_steps, model_overrides={"max_seq_len": max(cfg.seq_len, 1024)})
@@ -165,7 +181,13 @@ def _pretrain(root: Path, cfg: DemoConfig) -> None:
     train_cfg.schedule.max_lr, train_cfg.schedule.min_lr = cfg.pretrain_lr, cfg.pretrain_lr / 10
     train_cfg.schedule.total_steps = cfg.pretrain_steps
     train_cfg.checkpoint.every = max(cfg.pretrain_steps // 3, 1)
-    train(train_cfg, str(root / "tokens"), str(root / "runs/pretrain"),
+    return train_cfg
+
+
+def _pretrain(root: Path, cfg: DemoConfig) -> None:
+    from training.trainer.pretrain import train
+
+    train(_pretrain_config(cfg), str(root / "tokens"), str(root / "runs/pretrain"),
           progress=step_bar("pretrain", cfg.pretrain_steps))
 
 
@@ -220,7 +242,8 @@ COMMAND = Command(
                 "pretrain clover-tiny, prep-pairs, DPO, export, generate.",
     config=DemoConfig,
     options=(Option("--out", help="directory for every stage's output", kwargs={"default": "clover-demo"}),
-             Option("--force", help="redo finished stages", kwargs={"action": "store_true"})),
+             Option("--force", help="redo finished stages", kwargs={"action": "store_true"}),
+             Option("--no-gate-story", "gate_story.skip")),
 )
 
 

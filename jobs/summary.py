@@ -45,7 +45,13 @@ def summarize(root: Path, timings: dict[str, float], prompt: str, sample_text: s
             ("prep-pairs", "pairs/report.json"), ("pretrain", "runs/pretrain/metrics.jsonl"),
             ("dpo", "runs/dpo/metrics.jsonl"), ("export", "export/config.json"))},
     }
+    story = gate_story(root)
+    if story:
+        summary["gate_story"] = story
+        summary["reports"]["gate-story"] = str(root / "gate-story/data/manifest.json")
     summary["plots"] = write_plots(root, curated, deduped, pretrain, dpo)
+    if story:
+        summary["plots"]["gate_story"] = write_gate_story_plot(root, story)
     summary["table"] = format_table(summary)
     (root / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2))
     (root / "summary.md").write_text("# Clover demo summary\n\n```\n" + summary["table"] + "\n```\n")
@@ -70,12 +76,54 @@ def format_table(s: dict) -> str:
                                       f"gate rejections {pre['gate_rejections']}"),
              ("DPO", f"{dpo['steps']} steps, reward accuracy {dpo['final_reward_accuracy']:.2f} (last 10 steps "
                      f"{dpo['reward_accuracy_last_10']:.2f}), margin {dpo['final_reward_margin']:.3f}"),
+             *_gate_story_rows(s.get("gate_story")),
              ("generate", repr(s["generate"]["completion"][:80]))]
     rows += [(f"report: {name}", where) for name, where in s["reports"].items()]
     rows += [(f"plot: {name}", where) for name, where in s["plots"].items()]
     rows += [("data docs: " + name, v["data_docs"] or "") for name, v in s["validation"].items()]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _gate_story_rows(story: dict | None) -> list[tuple[str, str]]:
+    if not story:
+        return [("gate story", "skipped (--no-gate-story)")]
+    rows = [("gate story", f"{story['looping_share']:.0%} looping rows (uncurated on purpose), {story['steps']} steps "
+                           f"per arm from {Path(story['init_from']).name} of the pretrain run")]
+    for name, arm in story["arms"].items():
+        rows.append((f"  {name} (gate {'on' if arm['gate'] else 'off'}, clip {arm['clip']})",
+                     f"max grad norm {arm['max_grad_norm']:.2f}, max loss {arm['max_loss']:.2f}, final loss "
+                     f"{arm['final_loss']:.3f} (mean of last 20 {arm['mean_loss_last_20']:.3f}), rejected "
+                     f"{arm['rejected_micro_batches']} micro-batches ({arm['rejection_rate']:.1%})"))
+    return rows
+
+
+def gate_story(root: Path) -> dict | None:
+    """The gate story's numbers (jobs/gate_story.py): per arm, its clip, gate, losses, norms and rejections."""
+    base = root / "gate-story"
+    if not all((base / arm / "metrics.jsonl").exists() for arm in ("ungated", "gated")):
+        return None
+    arms, starts = {}, set()
+    for name in ("ungated", "gated"):
+        metrics, config = _metrics(base / name / "metrics.jsonl"), _json(base / name / "config.json")
+        rejected = metrics[-1]["gate_rejections_total"]
+        judged = rejected + len(metrics) * config["engine"]["grad_accum"]
+        starts.add((config["init_from"], config["init_step"]))
+        arms[name] = {"gate": config["gate_story"]["gate"], "clip": config["engine"]["optimizer"]["grad_clip"],
+                      "allow_unvalidated": config["engine"]["data"]["allow_unvalidated"],
+                      "init_from": config["init_from"], "init_step": config["init_step"],
+                      "steps": metrics[-1]["step"], "first_loss": metrics[0]["loss"], "final_loss": metrics[-1]["loss"],
+                      "mean_loss_last_20": sum(m["loss"] for m in metrics[-20:]) / len(metrics[-20:]),
+                      "max_loss": max(m["loss"] for m in metrics),
+                      "max_grad_norm": max(m["grad_norm"] for m in metrics),
+                      "median_grad_norm": sorted(m["grad_norm"] for m in metrics)[len(metrics) // 2],
+                      "rejected_micro_batches": rejected, "rejection_rate": rejected / judged if judged else 0.0,
+                      "rejected_at_steps": [m["step"] for m in metrics if m.get("gate_rejections")]}
+    uncurated = _json(base / "data/manifest.json")["uncurated"]
+    (init_from, init_step), = starts if len(starts) == 1 else [(None, None)]
+    return {"looping_share": uncurated["share"], "looping_rows": uncurated["looping_rows"],
+            "steps": arms["gated"]["steps"], "init_from": init_from, "init_step": init_step, "arms": arms,
+            "metrics": {name: str(base / name / "metrics.jsonl") for name in arms}}
 
 
 def _reasons(counts: dict[str, int], top: int = 4) -> str:
@@ -140,3 +188,39 @@ def write_plots(root: Path, curated: dict, deduped: dict, pretrain: list[dict], 
     plt.close(fig)
     written["dpo_rewards"] = str(plots / "dpo_rewards.png")
     return written
+
+
+def write_gate_story_plot(root: Path, story: dict) -> str:
+    """Loss and gradient norm of both arms on one figure: clip lines drawn, rejected micro-batches marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"ungated": "#c63", "gated": "#36c"}
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7.5), sharex=True)
+    for name, arm in story["arms"].items():
+        metrics = _metrics(Path(story["metrics"][name]))
+        steps = [m["step"] for m in metrics]
+        label = f"{name}: gate {'on' if arm['gate'] else 'off'}, clip {arm['clip']}"
+        top.plot(steps, [m["loss"] for m in metrics], color=colors[name], label=label, linewidth=1)
+        bottom.plot(steps, [m["grad_norm"] for m in metrics], color=colors[name], label=label, linewidth=1)
+        bottom.axhline(arm["clip"], color=colors[name], linestyle="--", linewidth=1, label=f"clip {arm['clip']}")
+    gated = story["arms"]["gated"]
+    for axis in (top, bottom):
+        for step in gated["rejected_at_steps"]:
+            axis.axvline(step, color="#36c", alpha=0.15, linewidth=2)
+    bottom.plot([], [], color="#36c", alpha=0.3, linewidth=4,
+                label=f"steps where the gate rejected micro-batches ({gated['rejected_micro_batches']})")
+    top.set_title(f"Gate story: {story['looping_share']:.0%} looping rows mixed in; both arms from step "
+                  f"{story['init_step']} of the pretrain run. Gate rejection rate {gated['rejection_rate']:.1%}")
+    top.set_ylabel("loss")
+    bottom.set_ylabel("gradient norm (before clipping)")
+    bottom.set_xlabel("step")
+    top.legend(fontsize=8)
+    bottom.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path = root / "plots" / "gate_story.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
