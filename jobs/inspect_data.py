@@ -4,6 +4,10 @@ on a local path or any URI `schemas.storage` resolves (s3://, gs://, ...). No Sp
 from __future__ import annotations
 
 import json
+import os
+import posixpath
+from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import polars as pl
 
@@ -84,3 +88,33 @@ def sentencepiece(tokenizer_dir: str | None):
 def by_hash(frame: pl.LazyFrame, k: int, seed: int, key: str = "id") -> pl.LazyFrame:
     """The k rows with the smallest polars hash of (key, seed): a deterministic sample."""
     return frame.with_columns(_key=pl.col(key).hash(seed)).sort("_key").head(k).drop("_key")
+
+
+def data_docs_index(path: str) -> tuple[str, dict] | None:
+    """(URI of the Data Docs index, its validation record) of a stage output, or None when none was built:
+    the record's `validation.data_docs` (relative to the output, or absolute), else PATH/data_docs/index.html."""
+    validation: dict = {}
+    for name in ("report.json", "manifest.json", "validation.json"):
+        if exists(join(path, name)):
+            validation = read_json(join(path, name)).get("validation") or {}
+            if validation:
+                break
+    recorded = str(validation.get("data_docs") or "")
+    candidates = [recorded if "://" in recorded or os.path.isabs(recorded) else join(path, recorded)] if recorded else []
+    for index in [*candidates, join(path, "data_docs", "index.html")]:
+        if exists(index):
+            return index, validation
+    return None
+
+
+def href(target: str, report: str | None) -> str:
+    """A link to `target` from the report written to `report`: relative when both lie on one filesystem (a local
+    disk, or one bucket), so the pair can move together; else absolute (file:// for a local target)."""
+    target_uri, report_uri = urlsplit(target), urlsplit(report or "")
+    local = not target_uri.scheme or len(target_uri.scheme) == 1  # a Windows drive letter is no scheme
+    if report and local and (not report_uri.scheme or len(report_uri.scheme) == 1):
+        relative = os.path.relpath(os.path.abspath(target), os.path.dirname(os.path.abspath(report)))
+        return quote(relative.replace(os.sep, "/"))
+    if report and (target_uri.scheme, target_uri.netloc) == (report_uri.scheme, report_uri.netloc):
+        return quote(posixpath.relpath(target_uri.path, posixpath.dirname(report_uri.path) or "/"))
+    return Path(os.path.abspath(target)).as_uri() if local else target

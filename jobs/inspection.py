@@ -16,7 +16,7 @@ import polars as pl
 
 from jobs.common import exit_on_config_error
 from jobs.flags import Command, Option
-from jobs.inspect_data import Section, exists, join, read_json, scan
+from jobs.inspect_data import Section, data_docs_index, exists, href, join, read_json, scan
 from jobs.report_html import book, esc, histogram_svg, marked_text, page, table
 from quality.c4 import C4Config
 from quality.evidence import evidence, missing_stop_words
@@ -342,6 +342,23 @@ def stage_sections(path: str, kind: str, cfg: InspectConfig, sets: list[str]) ->
     return sections + [("quarantine", "Quarantine", quarantine_section(path))]
 
 
+def data_docs_section(path: str, out: str | None) -> list[Section]:
+    """A link to the output's Data Docs site, when `clover validate` or the stage's gate built one; relative
+    when the report (`out`) lies on the same filesystem, else absolute."""
+    try:
+        found = data_docs_index(path)
+    except (OSError, ValueError):
+        return []
+    if found is None:
+        return []
+    index, validation = found
+    failed, total = len(validation.get("failed") or []), validation.get("expectations")
+    verdict = ("" if "success" not in validation else " (passed)" if validation["success"]
+               else f" (failed: {failed} of {total} expectations)")
+    return [("data-docs", "Data Docs", f'<p><a class="data-docs" href="{esc(href(index, out))}">Great Expectations '
+             f"Data Docs</a> of this output's validation{esc(verdict)}: one page per suite and run, offline.</p>")]
+
+
 def _subdirectories(path: str) -> list[str]:
     import pyarrow.fs as pafs
 
@@ -376,18 +393,21 @@ def _page(path: str, kind: str, cfg: InspectConfig, sets: list[str]) -> list[Sec
 
 
 def build_report(path: str, samples: int = 5, seed: int = 0, sets: list[str] | None = None,
-                 cfg: InspectConfig | None = None) -> str:
+                 cfg: InspectConfig | None = None, out: str | None = None) -> str:
     """The report's HTML: one page for a stage output or run, one page per output with a shared index for a
-    directory of them (a `clover demo` directory)."""
+    directory of them (a `clover demo` directory). `out`: where the report will be written, for relative links
+    to each output's Data Docs (absolute when None)."""
     cfg = cfg or InspectConfig(samples=samples, seed=seed)
     path = path.rstrip("/") or "/"
     kind = _kind(path)
     if kind is not None:
-        return page(f"clover inspect: {kind} {path}", stage_sections(path, kind, cfg, sets or []))
+        return page(f"clover inspect: {kind} {path}",
+                    stage_sections(path, kind, cfg, sets or []) + data_docs_section(path, out))
     outputs = find_outputs(path) if exists(path) else []
     if not outputs:
         raise ConfigError(f"{path}: neither a Clover stage output, a training run, nor a directory holding them")
-    pages = [(f"page-{i}", f"{kind} {posixpath.relpath(child, path)}", _page(child, kind, cfg, sets or []))
+    pages = [(f"page-{i}", f"{kind} {posixpath.relpath(child, path)}",
+              _page(child, kind, cfg, sets or []) + data_docs_section(child, out))
              for i, (child, kind) in enumerate(outputs)]
     return book(f"clover inspect: {path}", pages)
 
@@ -434,7 +454,7 @@ def main(argv: list[str] | None = None, prog: str = "clover inspect") -> int:
     sets = [s for s in args.set if s.startswith(PROPOSAL)]
     args.set = [s for s in args.set if not s.startswith(PROPOSAL)]
     cfg = COMMAND.configure(args)
-    report = build_report(args.path, sets=sets, cfg=cfg)
+    report = build_report(args.path, sets=sets, cfg=cfg, out=args.out)
     storage.write_text(args.out, report)
     print(f"inspect: {args.path} -> {args.out} ({len(report.encode()) / 1e6:.2f} MB)")
     return 0

@@ -2,6 +2,7 @@
 and every built site links them by relative path; headless Chromium with the network off renders the
 index's table of validation runs and a validation page's expectation rows, both built by that JavaScript."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +13,8 @@ import pytest
 from dataprep.data_docs import ASSETS, ASSETS_DIR, EXTRA_FILES, VENDOR, local_path, remote_asset_links
 from dataprep.data_docs import vendor_site as vendor
 from dataprep.validate import run_suites
+from jobs.inspect_data import href
+from jobs.inspection import build_report
 from quality import expectations as suites
 
 # Suite -> how many expectations it holds; one checkpoint run, so one validation page, per suite.
@@ -104,3 +107,26 @@ def test_an_unknown_remote_asset_is_reported(tmp_path):
     assert sorted(str(w.message).rsplit("/", 1)[1] for w in caught) == ["new.css", "new.js"]
     assert f'src="../{VENDOR}/{ASSETS[0].local}"' in page.read_text()
     assert (tmp_path / VENDOR / ASSETS[0].local).is_file()
+
+
+def test_inspect_links_each_outputs_data_docs(site, tmp_path):
+    stage = tmp_path / "demo" / "checked"  # a stage output whose report.json records its validation and Data Docs
+    shutil.copytree(site, stage / "data_docs")
+    (stage / "report.json").write_text(json.dumps({"stage": "checked", "input": 3, "output": 3, "validation": {
+        "success": False, "expectations": 5, "failed": [{}], "data_docs": "data_docs/index.html"}}))
+    index = stage / "data_docs" / "index.html"
+    out = tmp_path / "demo" / "report.html"  # clover inspect DIR --out DIR/report.html: a page per output
+    html = build_report(str(out.parent), out=str(out))
+    assert re.findall(r'<a class="data-docs" href="([^"]+)"', html) == ["checked/data_docs/index.html"]
+    assert "failed: 1 of 5 expectations" in html
+    single = build_report(str(stage), out=str(tmp_path / "elsewhere" / "report.html"))
+    assert 'href="../demo/checked/data_docs/index.html"' in single
+    for absolute in (build_report(str(stage)), build_report(str(stage), out="s3://bucket/report.html")):
+        assert f'<a class="data-docs" href="{index.as_uri()}"' in absolute  # no --out, or another filesystem
+
+
+def test_data_docs_links_are_relative_on_one_filesystem():
+    assert href("s3://b/runs/x/data_docs/index.html", "s3://b/runs/report.html") == "x/data_docs/index.html"
+    assert href("s3://b/x/data_docs/index.html", "s3://other/report.html") == "s3://b/x/data_docs/index.html"
+    assert href("/data/x/data_docs/index.html", "s3://b/report.html") == "file:///data/x/data_docs/index.html"
+    assert href("/data/x/data docs/index.html", "/data/report.html") == "x/data%20docs/index.html"
