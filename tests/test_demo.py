@@ -69,3 +69,12 @@ def test_rerun_skips_finished_stages(demo, spark, capsys):
     summary = run_demo(str(out), cfg, spark=spark)
     assert summary["seconds"] == {}
     assert capsys.readouterr().err.count("done before") == 10
+
+
+def test_no_gate_story_flag_skips_the_step(tmp_path):
+    from jobs.demo import COMMAND, _gate_story_step
+
+    _, cfg = COMMAND.parse(["--no-gate-story"], "clover demo")
+    assert cfg.gate_story.skip and _gate_story_step(tmp_path, cfg) == []
+    _, cfg = COMMAND.parse([], "clover demo")
+    assert [step.name for step in _gate_story_step(tmp_path, cfg)] == ["gate-story"]
