@@ -23,6 +23,7 @@ COMMAND = Command(
         Option("--checkpoint-every", "checkpoint.every"),
         Option("--micro-batch", "micro_batch"),
         Option("--grad-accum", "grad_accum"),
+        Option("--eval-data", "eval.data"),
         Option("--allow-unvalidated", "data.allow_unvalidated",
                "train on shards whose validation failed or is missing (recorded in RUN/config.json)"),
     ),
@@ -48,6 +49,8 @@ def print_progress(record: dict) -> None:
     extra = (f"reward acc {record['reward_accuracy']:.2f}  margin {record['reward_margin']:.3f}"
              if "reward_accuracy" in record else f"gate rejections {record.get('gate_rejections_total', 0)} "
              f"({record.get('gate_rejection_rate', 0):.1%} recent)")
+    if "eval_loss" in record:
+        extra += f"  eval loss {record['eval_loss']:.4f} (ppl {record['eval_ppl']:.1f})"
     print(f"step {record['step']:>7}  loss {record['loss']:.4f}  lr {record['lr']:.3g}  "
           f"grad {record['grad_norm']:.3f}  {record['tokens_per_s']:,.0f} tok/s  {extra}", file=sys.stderr, flush=True)
 

@@ -190,6 +190,6 @@ def test_a_registered_stage_joins_the_demo_by_its_step(tmp_path, monkeypatch):
     finally:
         del STAGES["langid"]
     assert [s.name for s in steps] == ["sample", "curate", "dedup", "langid", "train-tokenizer", "tokenize", "pretrain",
-                                       "prep-pairs", "dpo", "export"]
+                                       "gate-story", "prep-pairs", "dpo", "export"]
     assert argvs["langid"][:3] == [str(tmp_path / "deduped"), "--out", str(tmp_path / "langid")]
     assert argvs["train-tokenizer"][0] == argvs["tokenize"][0] == str(tmp_path / "langid")

@@ -19,6 +19,7 @@ from tests.token_shards import write_token_shards
 from training.trainer.checkpoint import steps_to_delete
 from training.trainer.data import DataConfig, MicroBatch, TokenStream
 from training.trainer.engine import SpikeConfig, _skip_reason
+from training.trainer.evaluate import EvalConfig, held_out_shards
 from training.trainer.gate import GateConfig, GatedStream, GateStalled, batch_fraction
 from training.trainer.optim import OptimizerConfig, ScheduleConfig, build_optimizer, lr_at
 from training.trainer.pretrain import TrainConfig, train
@@ -218,23 +219,29 @@ def test_interrupted_run_resumes_bitwise(tmp_path):
     assert sum(m["gate_rejections"] for m in metrics) == metrics[-1]["gate_rejections_total"] >= 1
 
 
-def run_torchrun(nproc: int, data: str, out: Path, steps: int, accum: int) -> None:
+def run_torchrun(nproc: int, data: str, out: Path, steps: int, accum: int, sets: tuple[str, ...] = ()) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
                str(REPO / "jobs" / "train.py"), "--data", data, "--model", "clover-tiny", "--out", str(out),
                "--max-steps", str(steps), "--checkpoint-every", "2", "--micro-batch", "2", "--grad-accum", str(accum),
-               "--set", "tensorboard=false", "--set", "schedule.warmup_steps=2", "--set", "schedule.max_lr=0.003"]
+               "--set", "tensorboard=false", "--set", "schedule.warmup_steps=2", "--set", "schedule.max_lr=0.003",
+               *(f"--set={item}" for item in sets)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_fsdp_two_processes_match_one_and_resume_on_another_world_size(tmp_path):
     data = str(write_token_shards(tmp_path / "tok", rows=128, repetitive_rows=tuple(range(0, 128, 6))))
-    run_torchrun(2, data, tmp_path / "two", steps=6, accum=1)
+    run_torchrun(2, data, tmp_path / "two", steps=6, accum=1, sets=HELD_OUT_SETS)
     single = tmp_path / "one"
     train(_one_process_config(), data, str(single))
     two, one = losses(tmp_path / "two"), losses(single)
     assert np.allclose(two, one, rtol=1e-5, atol=1e-6)  # the same global batches, only the reduction order differs
+    # held-out evaluation sees the same sequences on 2 ranks as on 1
+    evals = [[(m["step"], m["eval_tokens"], m["eval_loss"]) for m in map(json.loads, (run / "metrics.jsonl").read_text()
+              .splitlines()) if "eval_loss" in m] for run in (tmp_path / "two", single)]
+    assert [e[:2] for e in evals[0]] == [e[:2] for e in evals[1]] == [(3, 8 * 64), (6, 8 * 64)]
+    assert np.allclose([e[2] for e in evals[0]], [e[2] for e in evals[1]], rtol=1e-5)
     rejections = [json.loads(line)["gate_rejections_total"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert rejections[-1] >= 1
     # stop the 2-process run at step 4 and finish it on one process with the same global batch
@@ -244,11 +251,36 @@ def test_fsdp_two_processes_match_one_and_resume_on_another_world_size(tmp_path)
     assert np.allclose(losses(tmp_path / "moved"), one, rtol=1e-5, atol=1e-6)
 
 
+HELD_OUT_SETS = ("eval.every=3", "eval.sequences=8", "eval.holdout_fraction=0.5")
+
+
 def _one_process_config() -> TrainConfig:
-    cfg = tiny_config(6)
+    cfg = tiny_config(6, eval=EvalConfig(every=3, sequences=8, holdout_fraction=0.5))
     cfg.checkpoint.every = 2
     cfg.schedule.total_steps = 150000
     return cfg
+
+
+def test_held_out_shards_are_never_trained_on_and_evaluated_alike_after_a_resume(tmp_path):
+    """A quarter of four shards is held out by hash, recorded in the run, evaluated every 3 steps and at the end;
+    a run stopped at step 3 and resumed reports the eval numbers of an uninterrupted one, bit for bit."""
+    data = str(write_token_shards(tmp_path / "tok", rows=96, shards=4))
+    config = lambda steps: tiny_config(steps, eval=EvalConfig(every=3, sequences=6, holdout_fraction=0.25))  # noqa: E731
+    held = held_out_shards(data, 0.25)
+    assert len(held) == 1 and held == held_out_shards(data, 0.25)
+    stream = TokenStream(data, 2, DataConfig(), exclude=frozenset(held))
+    assert all(held[0] not in stream.shards_of(i) for i in range(stream.per_epoch)) and stream.sequences == 72
+    train(config(7), data, str(tmp_path / "whole"))
+    train(config(3), data, str(tmp_path / "cut"))
+    train(config(7), data, str(tmp_path / "cut"))
+    runs = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+            for run in ("whole", "cut")]
+    evals = [[(m["step"], m["eval_loss"], m["eval_ppl"], m["eval_tokens"]) for m in run if "eval_loss" in m]
+             for run in runs]
+    assert evals[0] == evals[1] and [e[0] for e in evals[0]] == [3, 6, 7]
+    assert all(math.isclose(ppl, math.exp(loss)) and tokens == 6 * 64 for _, loss, ppl, tokens in evals[0])
+    recorded = json.loads((tmp_path / "whole" / "config.json").read_text())["eval"]
+    assert recorded == {"data": data, "held_out_shards": held}
 
 
 def test_clover_train_cli_resumes(tmp_path, capsys):

@@ -68,8 +68,10 @@ def manifest_location(data: str) -> tuple[str, str]:
 
 
 class TokenStream:
-    def __init__(self, data: str, micro_batch: int, cfg: DataConfig, doc_starts: bool = True):
-        """`doc_starts=False` skips that column (only document masking needs it)."""
+    def __init__(self, data: str, micro_batch: int, cfg: DataConfig, doc_starts: bool = True,
+                 exclude: frozenset[str] = frozenset(), only: frozenset[str] | None = None):
+        """`doc_starts=False` skips that column (only document masking needs it); `exclude` and `only` name
+        manifest shards to leave out or to keep alone (held-out evaluation)."""
         root, manifest_uri = manifest_location(data)
         if not storage.exists(manifest_uri):
             raise FileNotFoundError(f"{manifest_uri}: no manifest; token shards come from `clover tokenize`")
@@ -81,6 +83,8 @@ class TokenStream:
         self.manifest_sha256 = hashlib.sha256(text.encode()).hexdigest()
         self.root, self.manifest_uri, self.micro, self.cfg = root, manifest_uri, micro_batch, cfg
         self.columns = ["tokens", "num_tokens"] + (["doc_starts"] if doc_starts else [])
+        self.shards = [s for s in self.manifest["shards"]
+                       if s["file"] not in exclude and (only is None or s["file"] in only)]
         self.seq_len = int(self.manifest["seq_len"])
         self.row_groups = self._list_row_groups()  # (file, row group, rows), in manifest order
         self.sequences = sum(rows for _, _, rows in self.row_groups)
@@ -95,7 +99,7 @@ class TokenStream:
 
     def _list_row_groups(self) -> list[tuple[str, int, int]]:
         row_groups, self.group_shard = [], []
-        for shard in self.manifest["shards"]:
+        for shard in self.shards:
             uri = member_uri(self.root, shard["file"], self.manifest_uri)
             try:
                 found = parquet_row_groups([uri])

@@ -70,6 +70,7 @@ class Objective(Protocol):
     def loss(self, model: Transformer, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
     def step_metrics(self, info: dict[str, float], sums: dict[str, float], weight: float) -> dict: ...
     def state(self) -> dict: ...
+    # Optional: evaluate(model, step, final) -> held-out metrics due at this step, or {} (all ranks call it).
 
 
 @dataclass
@@ -109,7 +110,9 @@ def _run(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed
     try:
         while loop.step < cfg.max_steps:
             record = _train_step(cfg, loop, objective, model, optimizer, params, model_cfg, dist_info)
-            if loop.step % cfg.log_every == 0 or loop.step == cfg.max_steps:
+            evaluated = _evaluate(objective, model, loop.step, loop.step == cfg.max_steps)
+            record.update(evaluated)
+            if evaluated or loop.step % cfg.log_every == 0 or loop.step == cfg.max_steps:
                 metrics.write(record)
                 if progress is not None and dist_info.is_main:
                     progress(record)
@@ -125,6 +128,12 @@ def _run(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed
         if close:
             close()
     return RunResult(loop.step, loop.last_loss, storage.join(run_dir, "metrics.jsonl"))
+
+
+def _evaluate(objective: Objective, model: Transformer, step: int, final: bool) -> dict[str, float]:
+    """The objective's held-out numbers when it has any due at this step (all ranks take part)."""
+    evaluate = getattr(objective, "evaluate", None)
+    return evaluate(model, step, final) if evaluate is not None else {}
 
 
 def _build(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed, describe: dict):

@@ -10,6 +10,7 @@ import torch
 from schemas import storage
 from training.trainer.data import DataConfig, MicroBatch, TokenStream
 from training.trainer.engine import EngineConfig, RunResult, run
+from training.trainer.evaluate import EvalConfig, HeldOut, held_out_shards
 from training.trainer.gate import GateConfig, GatedStream, Rejection
 from training.trainer.metrics import JsonLines
 from training.trainer.model import ModelConfig, Transformer
@@ -22,12 +23,15 @@ class TrainConfig(EngineConfig):
     gate: GateConfig = field(default_factory=GateConfig)
     document_masking: bool = field(default=False, metadata={
         "help": "attend only within each packed document (shards' doc_starts); SDPA path, not flash-attn"})
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 class Pretraining:
-    def __init__(self, cfg: TrainConfig, data: str, dist_info: Distributed, model_cfg: ModelConfig, run_dir: str):
+    def __init__(self, cfg: TrainConfig, data: str, dist_info: Distributed, model_cfg: ModelConfig, run_dir: str,
+                 held_out: list[str]):
         self.cfg, self.dist, self.run_dir = cfg, dist_info, run_dir
-        self.stream = TokenStream(data, cfg.micro_batch, cfg.data, doc_starts=cfg.document_masking)
+        self.stream = TokenStream(data, cfg.micro_batch, cfg.data, doc_starts=cfg.document_masking,
+                                  exclude=frozenset(held_out))
         self.seq_len = self.stream.seq_len
         vocab = int(self.stream.manifest["tokenizer"]["vocab_size"])
         if vocab > model_cfg.vocab_size:
@@ -36,6 +40,7 @@ class Pretraining:
         if self.seq_len > model_cfg.max_seq_len:
             raise ValueError(f"the shards hold {self.seq_len}-token sequences, longer than {cfg.model}'s "
                              f"max_seq_len {model_cfg.max_seq_len}; set model_overrides.max_seq_len")
+        self.held_out = self._held_out(data, held_out)
         self.gated: GatedStream | None = None
         self.rejections_total = 0
 
@@ -57,6 +62,25 @@ class Pretraining:
         gather = lambda values: all_gather_floats(values, self.dist.device)  # noqa: E731
         self.gated = GatedStream(self.stream, self.cfg.gate, self.dist.rank, self.dist.world, gather, cursor,
                                  on_reject)
+
+    def _held_out(self, data: str, held_out: list[str]) -> HeldOut | None:
+        """The evaluation set: eval.data, else the held-out shards of `data`, else none."""
+        if not (self.cfg.eval.data or held_out) or self.cfg.eval.every <= 0:
+            return None
+        stream = TokenStream(self.cfg.eval.data or data, self.cfg.micro_batch, self.cfg.data,
+                             doc_starts=self.cfg.document_masking, only=None if self.cfg.eval.data else frozenset(held_out))
+        ours, theirs = self.stream.manifest["tokenizer"], stream.manifest["tokenizer"]
+        if theirs.get("sha256") != ours.get("sha256") or stream.seq_len != self.seq_len:
+            raise ValueError(f"eval data {self.cfg.eval.data}: tokenizer {theirs.get('sha256')}, seq_len "
+                             f"{stream.seq_len}; the training shards have {ours.get('sha256')}, {self.seq_len}: "
+                             "tokenize it with the training data's tokenizer and seq_len")
+        return HeldOut(stream, self.cfg.eval.sequences, self.dist)
+
+    def evaluate(self, model: Transformer, step: int, final: bool) -> dict[str, float]:
+        """Held-out loss every eval.every steps and at the end; {} otherwise (or without held-out data)."""
+        if self.held_out is None or not (final or step % self.cfg.eval.every == 0):
+            return {}
+        return self.held_out.evaluate(model, self.loss, self.weight)
 
     def next_batch(self) -> tuple[MicroBatch, dict[str, float]]:
         gate_seconds = self.gated.gate_seconds
@@ -89,6 +113,8 @@ class Pretraining:
 
     def close(self) -> None:
         self.stream.close()
+        if self.held_out is not None:
+            self.held_out.close()
 
     def _log_rejection(self, r: Rejection) -> None:
         """One line per rejected micro-batch, written when its verdict is known (rejections are rare)."""
@@ -99,8 +125,10 @@ class Pretraining:
 def train(cfg: TrainConfig, data: str, out: str, progress=None) -> RunResult:
     """Pretrain cfg.model on the token shards at `data`, writing the run to `out` (resumes if present)."""
     run_dir = out.rstrip("/")
+    held_out = [] if cfg.eval.data else held_out_shards(data, cfg.eval.holdout_fraction)
 
     def make(dist_info: Distributed, model_cfg: ModelConfig) -> Pretraining:
-        return Pretraining(cfg, data, dist_info, model_cfg, run_dir)
+        return Pretraining(cfg, data, dist_info, model_cfg, run_dir, held_out)
 
-    return run(cfg, out, make, describe={"kind": "pretrain", "data": data}, progress=progress)
+    evaluation = {"data": cfg.eval.data or data, "held_out_shards": held_out}
+    return run(cfg, out, make, describe={"kind": "pretrain", "data": data, "eval": evaluation}, progress=progress)
