@@ -233,7 +233,7 @@ def _summarize(root: Path, cfg: DemoConfig, timings: dict[str, float]) -> dict:
 
     sample_text = complete(str(root / "export"), cfg.prompt, max_new_tokens=40, temperature=0.0)
     summary = summarize(root, timings, cfg.prompt, sample_text)
-    (root / "report.html").write_text(build_report(str(root)), encoding="utf-8")  # clover inspect DIR: every output
+    (root / "report.html").write_text(build_report(str(root), out=str(root / "report.html")), encoding="utf-8")  # clover inspect DIR: every output
     return summary
 
 

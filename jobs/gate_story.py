@@ -77,7 +77,6 @@ def write_mixed(out: Path, tokens: Path, share: float, seed: int = 0) -> Path:
 def _arm(out: Path, data: Path, base, steps: int, arm: dict, start: str, start_step: int, name: str) -> None:
     """One arm: the demo pretrain's model and rate, `steps` steps from `start`, gate and clip as the arm says."""
     import copy
-    import inspect
 
     from training.trainer.engine import run
     from training.trainer.pretrain import Pretraining
@@ -91,11 +90,8 @@ def _arm(out: Path, data: Path, base, steps: int, arm: dict, start: str, start_s
     cfg.schedule.total_steps = steps
     cfg.checkpoint.every = steps
 
-    # no held-out shards: the arms are compared on their training loss over the same stream
-    held_out = {"held_out": []} if "held_out" in inspect.signature(Pretraining).parameters else {}
-
-    def make(dist_info, model_cfg):
-        return Pretraining(cfg, str(data), dist_info, model_cfg, str(out), **held_out)
+    def make(dist_info, model_cfg):  # no held-out shards: the arms are compared on the same training stream
+        return Pretraining(cfg, str(data), dist_info, model_cfg, str(out), held_out=[])
 
     describe = {"kind": "pretrain", "data": str(data), "init_from": start, "init_step": start_step,
                 "gate_story": {"arm": name, **arm, "uncurated": WHY}}
