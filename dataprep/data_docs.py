@@ -7,11 +7,10 @@ and rewrites every CDN link in the site's HTML to a relative path."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import warnings
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 ASSETS_DIR = Path(__file__).with_name("data_docs_assets")
@@ -90,11 +89,22 @@ def _rewrite(html: str, prefix: str) -> str:
     return _GX_IMAGES.sub(f"{prefix}static/images/{_GX_IMAGE}", html)
 
 
+def _copy_assets(source, target: Path) -> None:
+    """Copy the assets file by file through importlib.resources: under spark-submit --py-files the dataprep
+    package, and its assets, are inside clover.zip, where no directory can be copied with shutil."""
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.is_dir():
+            if item.name != "__pycache__":
+                _copy_assets(item, target / item.name)
+        elif not item.name.endswith((".py", ".pyc")) and item.name != "README.md":
+            (target / item.name).write_bytes(item.read_bytes())
+
+
 def vendor_site(site_dir: str) -> list[str]:
     """Copy the vendored assets into the local Data Docs site at `site_dir` and point every page at them.
     Returns the remote asset links left (a GX upgrade's new CDN link), each also warned about."""
-    shutil.copytree(ASSETS_DIR, os.path.join(site_dir, VENDOR), dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("*.py", "__pycache__", "README.md"))
+    _copy_assets(resources.files("dataprep") / ASSETS_DIR.name, Path(site_dir) / VENDOR)
     left: list[str] = []
     for page in Path(site_dir).rglob("*.html"):
         depth = len(page.relative_to(site_dir).parts) - 1

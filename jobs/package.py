@@ -39,7 +39,7 @@ def build_zip(out_dir: str, packages: Sequence[str] = PACKAGES) -> str:
     target = os.path.join(out_dir, "clover.zip")
     files = sorted(os.path.relpath(os.path.join(folder, name), _REPO)
                    for package in packages for folder, _, names in os.walk(os.path.join(_REPO, package))
-                   for name in names if name.endswith((".py", ".yaml", ".txt")) and "__pycache__" not in folder)
+                   for name in names if "__pycache__" not in folder and not name.endswith(".pyc"))  # package data too
     with zipfile.ZipFile(target + ".part", "w", zipfile.ZIP_DEFLATED) as archive:
         for relative in files:
             info = zipfile.ZipInfo(relative, date_time=(1980, 1, 1, 0, 0, 0))

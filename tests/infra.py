@@ -106,8 +106,9 @@ def spark_submit(cluster: dict, py_files: str, script: str, *args: str, timeout:
                *(item for key, value in settings.items() for item in ("--conf", f"{key}={value}")),
                f"jobs/{script}", *args]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"spark-submit jobs/{script} exited with {done.returncode}:\n{done.stderr[-4000:]}")
+    if done.returncode != 0:  # the driver's Python traceback, not the JVM's shutdown log after it
+        lines = [line for line in done.stderr.splitlines() if " INFO " not in line]
+        raise RuntimeError(f"spark-submit jobs/{script} exited with {done.returncode}:\n" + "\n".join(lines)[-4000:])
     return done
 
 
