@@ -81,6 +81,22 @@ def test_every_stage_writes_the_same_bytes_on_s3_as_on_local_disk(both_runs):
     assert not [k for k in remote if ".tmp-" in k or ".old-" in k or k.endswith(".lock")]
 
 
+def test_inspect_reads_a_directory_of_outputs_on_s3_like_local(both_runs, tmp_path):
+    """`clover inspect s3://...` reads through schemas.storage: the same pages, counts and Data Docs links."""
+    import re
+
+    from jobs.inspection import build_report
+
+    pages, funnels = {}, {}
+    for name, root in zip(("local", "s3"), both_runs):
+        html = build_report(root, out=str(tmp_path / f"{name}.html"))
+        pages[name] = [p.split()[0] for p in re.findall(r'<article id="[^"]+" data-page="([^"]+)">', html)]
+        funnels[name] = re.search(r'<section id="page-0-funnel".*?</section>', html, re.S).group(0)
+    assert pages["s3"] == pages["local"] == ["curate", "dedup", "tokenize"]
+    assert funnels["s3"] == funnels["local"] and "<td" in funnels["s3"]  # curate's funnel, counted on s3
+    assert "s3://clover-data/run/curated/data_docs/index.html" in build_report(both_runs[1])
+
+
 def test_no_secret_reaches_reports_manifests_or_data_docs(both_runs, capfd):
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     remote = _files(both_runs[1])
