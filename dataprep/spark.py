@@ -134,9 +134,12 @@ def fit_shuffle_partitions(spark, cfg: SparkConfig, input_bytes: int) -> int:
     3.2x slower on a 2-core cluster than on local[2], and 1.4x with 8); a fixed small number starves a
     large input. Shuffle partitions change no output byte: every stage orders and partitions what it writes.
     """
-    if SHUFFLE_PARTITIONS in cfg.conf or spark.sparkContext.getConf().contains(SHUFFLE_PARTITIONS):
+    if SHUFFLE_PARTITIONS in cfg.conf:  # the stage's own setting, also on a session that already existed
+        count = int(cfg.conf[SHUFFLE_PARTITIONS])
+    elif spark.sparkContext.getConf().contains(SHUFFLE_PARTITIONS):
         return int(spark.conf.get(SHUFFLE_PARTITIONS))
-    count = max(8, 2 * spark.sparkContext.defaultParallelism, -(-input_bytes // cfg.bytes_per_partition))
+    else:
+        count = max(8, 2 * spark.sparkContext.defaultParallelism, -(-input_bytes // cfg.bytes_per_partition))
     spark.conf.set(SHUFFLE_PARTITIONS, str(count))
     return count
 

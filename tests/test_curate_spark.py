@@ -13,6 +13,7 @@ import pytest
 import zstandard
 
 from dataprep.curate import CurateConfig, run_curate
+from dataprep.spark import SparkConfig, fit_shuffle_partitions
 from quality.signals import DocumentScorer, SignalConfig, first_failing_rule, paper_thresholds
 from schemas import ReportMismatch, StageReport
 from schemas.config import load_config
@@ -180,3 +181,12 @@ def test_cli_reports_config_errors_clearly(tmp_path):
                              "--config", str(bad)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
     assert "unknown config key 'ingest.txt_field'" in result.stderr
+
+
+def test_shuffle_partitions_a_stage_sets_win_on_an_existing_session(spark):
+    assert fit_shuffle_partitions(spark, SparkConfig(), 1 << 40) == 4  # the session's explicit 4 stands
+    try:
+        assert fit_shuffle_partitions(spark, SparkConfig(conf={"spark.sql.shuffle.partitions": "3"}), 0) == 3
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "3"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "4")
