@@ -178,7 +178,7 @@ def write_planted(directory: str, size: int, files: int = 16) -> None:
                        row_group_size=4096)
 
 
-def bench_scale(sizes: list[int], master: str, driver_memory: str) -> str:
+def bench_scale(sizes: list[int], master: str, driver_memory: str, java_options: str = "") -> str:
     import multiprocessing
 
     rows = []
@@ -187,7 +187,8 @@ def bench_scale(sizes: list[int], master: str, driver_memory: str) -> str:
             child = multiprocessing.get_context("fork").Process(target=write_planted, args=(tmp, size))
             child.start()
             child.join()
-            spark = spark_session(SparkConfig(master=master, driver_memory=driver_memory), "clover-bench-dedup")
+            conf = {"spark.driver.extraJavaOptions": java_options} if java_options else {}
+            spark = spark_session(SparkConfig(master=master, driver_memory=driver_memory, conf=conf), "clover-bench-dedup")
             with PeakRss() as peak:
                 start = time.perf_counter()
                 report = run_dedup(spark, tmp, os.path.join(tmp, "out"), DedupConfig(), validate=False,
@@ -211,6 +212,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,300000,1000000")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="12g")
+    parser.add_argument("--java-options", default="", help="driver JVM options (the first session's JVM keeps them)")
     args = parser.parse_args()
     header = f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, master {args.master}"
     if args.what == "signatures":
@@ -218,7 +220,8 @@ def main() -> None:
     elif args.what == "quality":
         result = bench_quality(args.docs, args.master, args.threshold)
     else:
-        result = bench_scale([int(s) for s in args.sizes.split(",")], args.master, args.driver_memory)
+        result = bench_scale([int(s) for s in args.sizes.split(",")], args.master, args.driver_memory,
+                             args.java_options)
     print(f"{header}\n`python benchmarks/dedup.py {' '.join(sys.argv[1:])}`\n\n{result}")
 
 

@@ -27,7 +27,15 @@ from dataprep.stages import Option, Stage, register
 from dataprep.validate import commit_stage
 from quality import expectations as suites
 from quality.gate import require_validated
-from quality.minhash import ShingleHasher, band_digests, jaccard, lsh_params, scheme_record, signatures
+from quality.minhash import (
+    ShingleHasher,
+    band_digests,
+    jaccard,
+    lsh_params,
+    permutations,
+    scheme_record,
+    signatures,
+)
 from quality.text import normalize_text
 from schemas import QUARANTINE, StageReport, storage
 from schemas.config import ConfigError, to_dict
@@ -79,12 +87,14 @@ def _list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
 
 
 def _features(cfg: DedupConfig):
+    permutation = permutations(cfg.num_perm, cfg.seed)  # taken here, so executors need not import datasketch
+
     def compute(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         hasher = ShingleHasher(cfg.shingle_n)
         for batch in batches:
             texts = batch.column("text").to_pylist()
             shingles = hasher.batch(texts)
-            digests = band_digests(signatures(shingles, cfg.num_perm, cfg.seed), cfg.bands, cfg.rows)
+            digests = band_digests(signatures(shingles, cfg.num_perm, cfg.seed, permutation), cfg.bands, cfg.rows)
             yield pa.RecordBatch.from_arrays([
                 batch.column("id"),
                 pa.array([exact_hash(t) for t in texts]),

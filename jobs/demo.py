@@ -99,7 +99,7 @@ def run_demo(out_dir: str, cfg: DemoConfig, force: bool = False, spark=None) -> 
 
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    spark = spark or spark_session(SparkConfig(), "clover-demo")
+    spark = spark or spark_session(SparkConfig(), "clover-demo", input_bytes=0)  # the built-in sample: a few MB
     timings = _run_steps(_steps(root, cfg, spark), root, force)
     return _summarize(root, cfg, timings)
 

@@ -25,6 +25,7 @@ from jobs.common import (
     validation_exit,
 )
 from jobs.flags import add_options, config_flags
+from schemas import storage
 
 
 def build_parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
@@ -84,7 +85,7 @@ def _run(stage: Stage, argv: list[str] | None, prog: str) -> int:
     args, cfg = parse_stage(stage, argv, prog)
     if stage.own_suite and not args.no_validate:
         _import_while_spark_starts("great_expectations")
-    spark = spark_session(spark_settings(cfg, args), f"clover-{stage.name}")
+    spark = spark_session(spark_settings(cfg, args), f"clover-{stage.name}", storage.total_bytes(getattr(args, stage.inputs[0])))
     result = stage.run(spark, args, cfg)
     print(stage.describe(result, cfg, args))
     return validation_exit(result) if stage.own_suite else 0

@@ -10,6 +10,7 @@ from dataprep.stages import dataset_kinds
 from dataprep.validate import ValidateConfig, check_dataset, validate_dataset
 from jobs.common import add_verbose_argument, exit_on_config_error
 from jobs.flags import Command, Option
+from schemas import storage
 
 COMMAND = Command(
     description="Validate a curate, dedup, tokens or preference-pairs dataset, or with --kind any Parquet documents "
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None, prog: str = "clover validate") -> int:
     cfg = COMMAND.configure(args)
     try:
         target = check_dataset(args.path, cfg.kind or None)  # every check that needs no Spark, before it starts
-        spark = spark_session(cfg.spark, "clover-validate")
+        spark = spark_session(cfg.spark, "clover-validate", storage.total_bytes(args.path))
         result = validate_dataset(spark, args.path, cfg.docs_dir or None, target=target)
     except (FileNotFoundError, ValueError) as err:  # UnsafeManifestPath is a ValueError
         print(f"error: {err}", file=sys.stderr)

@@ -7,7 +7,9 @@ datasketch itself, inputs are pre-mixed with the MurmurHash3 finalizer, and each
 
 That holds only for the affine32 scheme: datasketch 1.x draws mersenne-prime parameters, which the
 uint32 cast would truncate, so signatures (and any index written with them) would silently differ.
-The scheme is therefore checked at import, and `scheme_record` goes into every dedup index.
+The scheme is therefore checked when the permutations are first taken, and `scheme_record` goes into
+every dedup index. datasketch (which imports scipy: 0.4 s) is imported only then, so a Spark executor
+handed the driver's permutations never imports it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from datasketch import MinHash
 
 SCHEME = "affine32"
 _NON_WORD = re.compile(r"[^\w\s]|_")
@@ -136,7 +137,9 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def _require_affine32() -> None:
-    """Fail at import unless datasketch's default MinHash is the affine32 scheme this module reproduces."""
+    """Fail unless datasketch's default MinHash is the affine32 scheme this module reproduces."""
+    from datasketch import MinHash
+
     probe = MinHash(num_perm=2, seed=1)
     a, b = probe.permutations
     if getattr(probe, "scheme", None) != SCHEME or a.dtype != _U32 or b.dtype != _U32:
@@ -147,12 +150,12 @@ def _require_affine32() -> None:
                           "(pip install 'datasketch>=2.0')")
 
 
-_require_affine32()
-
-
 @lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) of datasketch's affine32 scheme, taken from datasketch so they cannot drift."""
+    from datasketch import MinHash
+
+    _require_affine32()
     a, b = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
     return a.astype(_U32), b.astype(_U32)
 
@@ -164,12 +167,14 @@ def scheme_record(num_perm: int, seed: int) -> dict:
     return {"scheme": SCHEME, "num_perm": num_perm, "permutations_sha256": digest}
 
 
-def signatures(shingles: Sequence[np.ndarray], num_perm: int, seed: int) -> np.ndarray:
+def signatures(shingles: Sequence[np.ndarray], num_perm: int, seed: int,
+               permutation: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """MinHash signatures of many documents: (documents, num_perm) uint32.
 
-    A document without shingles gets all 0xFFFFFFFF, as an empty datasketch MinHash does.
+    A document without shingles gets all 0xFFFFFFFF, as an empty datasketch MinHash does. `permutation`
+    is `permutations(num_perm, seed)` taken elsewhere (on the driver, for an executor).
     """
-    a, b = permutations(num_perm, seed)
+    a, b = permutation if permutation is not None else permutations(num_perm, seed)
     out = np.full((len(shingles), num_perm), np.iinfo(_U32).max, dtype=_U32)
     sizes = np.array([len(s) for s in shingles], dtype=np.int64)
     docs = np.flatnonzero(sizes)

@@ -123,6 +123,14 @@ def expand(pattern: str, suffixes: tuple[str, ...]) -> list[InputFile]:
     return sorted(found, key=lambda f: f.uri)
 
 
+def total_bytes(uris: str | list[str]) -> int | None:
+    """Bytes of every file that paths, directories or globs name; None if one cannot be listed."""
+    try:
+        return sum(f.size for uri in ([uris] if isinstance(uris, str) else uris) for f in expand(uri, ("",)))
+    except (OSError, ValueError):
+        return None
+
+
 def read_text(uri: str) -> str:
     fs, path = resolve(uri)
     with fs.open_input_stream(path) as handle:

@@ -32,6 +32,7 @@ def spark():
             "spark.ui.enabled": "false",
         }),
         "clover-tests",
+        input_bytes=0,  # the suite's data is small: C1 alone compiles fast enough
     )
     yield session
     session.stop()

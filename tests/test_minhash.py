@@ -61,8 +61,8 @@ def test_scheme_record_names_the_permutations():
     assert record == scheme_record(112, 1) and record["permutations_sha256"] != scheme_record(112, 2)["permutations_sha256"]
 
 
-def test_legacy_datasketch_is_refused_at_import(tmp_path):
-    """A datasketch 1.x (mersenne-prime uint64 permutations, no scheme) must stop the import, not truncate."""
+def test_legacy_datasketch_is_refused_when_permutations_are_taken(tmp_path):
+    """A datasketch 1.x (mersenne-prime uint64 permutations, no scheme) must stop dedup, not truncate."""
     import subprocess
     import sys
     from pathlib import Path
@@ -79,7 +79,7 @@ def test_legacy_datasketch_is_refused_at_import(tmp_path):
     (tmp_path / "datasketch-1.6.5.dist-info").mkdir()
     (tmp_path / "datasketch-1.6.5.dist-info" / "METADATA").write_text("Name: datasketch\nVersion: 1.6.5\n")
     env = {"PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", "import quality.minhash"], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", "import quality.minhash as m; m.permutations(8, 1)"], env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "ImportError" in done.stderr
     assert "datasketch>=2.0" in done.stderr and "1.6.5" in done.stderr
 
