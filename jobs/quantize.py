@@ -19,6 +19,7 @@ COMMAND = Command(
         Option("--calibration-samples", "calibration_samples"),
         Option("--calibration-length", "calibration_length"),
         Option("--eval-samples", "eval_samples"),
+        Option("--eval-data", "eval_data"),
     ),
 )
 
@@ -29,8 +30,9 @@ def main(argv: list[str] | None = None, prog: str = "clover quantize") -> int:
     from training.inference.quantize import quantize
 
     try:
-        report = quantize(args.source, args.out, cfg.calibration_samples, cfg.calibration_length, cfg.eval_samples)
-    except RuntimeError as err:
+        report = quantize(args.source, args.out, cfg.calibration_samples, cfg.calibration_length, cfg.eval_samples,
+                          cfg.eval_data)
+    except (RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))

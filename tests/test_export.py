@@ -22,12 +22,13 @@ transformers = pytest.importorskip("transformers")
 def exported(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     tokenizer = docstring_tokenizer(spark, root)
-    data = write_token_shards(root / "tokens", vocab=700)
+    data = write_token_shards(root / "tokens", vocab=700, shards=4)
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["tokenizer"]["path"] = str(tokenizer)
     (data / "manifest.json").write_text(json.dumps(manifest))
     cfg = TrainConfig(model="clover-tiny", micro_batch=2, grad_accum=1, max_steps=20, tensorboard=False)
     cfg.schedule.warmup_steps, cfg.schedule.max_lr = 2, 1e-2
+    cfg.eval.holdout_fraction = 0.25  # one of the four shards: quantize's perplexity is measured on it
     train(cfg, str(data), str(root / "run"))
     out = export(str(root / "run"), str(root / "hf"), dtype="float32")
     return root, out, tokenizer

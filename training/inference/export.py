@@ -22,6 +22,7 @@ from training.trainer.model import ModelConfig, Transformer, model_config
 SHARD_BYTES = 5 * 1024**3
 CLOVER_CONFIG = "clover_config.json"      # the ModelConfig, for loading an export back without transformers
 CLOVER_TOKENIZER = "clover_tokenizer.json"  # tokenizer.json of `clover train-tokenizer` (special and control ids)
+CLOVER_EVAL = "clover_eval.json"  # the pretraining run's held-out token data, for perplexity after export
 
 
 @dataclass
@@ -52,6 +53,18 @@ def hf_name(name: str) -> str:
 
 def run_config(run: str) -> dict:
     return json.loads(storage.read_text(storage.join(run, "config.json")))
+
+
+def held_out_record(run: str) -> dict:
+    """The held-out token data of the pretraining behind a run ({run, trained_on, data, held_out_shards}:
+    shards of `data` held out, or all of `data` when it is not what the run trained on), followed from a
+    DPO run to the run it started from."""
+    config = run_config(run)
+    while config.get("kind") == "dpo":
+        run = config["init_run"]
+        config = run_config(run)
+    evaluation = config.get("eval") or {"data": config["data"], "held_out_shards": []}
+    return {"run": run, "trained_on": config["data"], **evaluation}
 
 
 def run_tokenizer_dir(run: str) -> str:
@@ -95,6 +108,7 @@ def export(run: str, out: str, dtype: str = "bfloat16", tokenizer_dir: str | Non
     _save_sharded(tensors, staging, save_file)
     (staging / "config.json").write_text(json.dumps(hf_config(model.cfg, special, control[END], dtype), indent=2))
     (staging / CLOVER_CONFIG).write_text(json.dumps(asdict(model.cfg), indent=2))
+    (staging / CLOVER_EVAL).write_text(json.dumps(held_out_record(run), indent=2))
     (staging / "generation_config.json").write_text(json.dumps({
         "bos_token_id": special["bos"], "eos_token_id": [special["eos"], control[END]], "pad_token_id": special["pad"],
         "do_sample": True, "temperature": 0.7, "top_p": 0.95, "max_new_tokens": 512}, indent=2))

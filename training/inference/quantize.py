@@ -2,8 +2,9 @@
 
 Weights of every linear layer except the output head become 4-bit integers in groups (W4A16,
 compressed-tensors format, which `vllm serve` loads). Calibration text needs no download: the
-chat-formatted prompts and responses of the built-in sample pairs, or rows of a token-shard dataset.
-The report gives the size on disk and the perplexity before and after on held-out text.
+chat-formatted prompts and responses of the built-in sample pairs. The report gives the size on disk
+and the perplexity before and after on the pretraining run's own held-out token shards (the ones
+`clover export` records in clover_eval.json), or on `--eval-data`: text the model never trained on.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import numpy as np
 import torch
 
 from schemas.sample import sample_pairs
-from training.inference.export import CLOVER_CONFIG, CLOVER_TOKENIZER
+from training.inference.export import CLOVER_CONFIG, CLOVER_EVAL, CLOVER_TOKENIZER
 
 COPIED = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
-          CLOVER_CONFIG, CLOVER_TOKENIZER)
+          CLOVER_CONFIG, CLOVER_TOKENIZER, CLOVER_EVAL)
 
 
 @dataclass
@@ -31,6 +32,9 @@ class QuantizeConfig:
     calibration_samples: int = field(default=128, metadata={"help": "calibration sequences GPTQ sees"})
     calibration_length: int = field(default=512, metadata={"help": "tokens per calibration sequence"})
     eval_samples: int = field(default=32, metadata={"help": "held-out sequences for perplexity before and after"})
+    eval_data: str = field(default="", metadata={
+        "help": "token shards for that perplexity (a validated `clover tokenize` output with the model's "
+                "tokenizer); empty: the pretraining run's held-out shards, as recorded by `clover export`"})
 
 
 def group_size(model: torch.nn.Module, largest: int = 128) -> int:
@@ -61,6 +65,27 @@ def calibration_ids(directory: Path, samples: int, length: int, seed: int = 0) -
     return rows
 
 
+def held_out_rows(directory: Path, samples: int, eval_data: str = "") -> tuple[list[list[int]], dict]:
+    """(rows, where they came from): the first `samples` sequences of the held-out order the trainer
+    evaluates (data seed 0, epoch 0), each cut to its real tokens."""
+    from training.trainer.data import DataConfig, TokenStream
+
+    record = json.loads((directory / CLOVER_EVAL).read_text()) if (directory / CLOVER_EVAL).exists() else {}
+    data = eval_data or record.get("data", "")
+    shards = [] if eval_data else record.get("held_out_shards", [])
+    if not (eval_data or shards or (data and data != record.get("trained_on"))):
+        raise ValueError(f"{directory}: no held-out data is recorded for the run it was exported from (its "
+                         "eval.holdout_fraction held out no shard); pass --eval-data TOKENS (a `clover tokenize` "
+                         "output the model never trained on)")
+    stream = TokenStream(data, 1, DataConfig(), doc_starts=False, only=frozenset(shards) if shards else None)
+    try:
+        rows = [batch.tokens[0, : int(batch.num_tokens[0])].tolist()
+                for batch in map(stream.micro_batch, range(min(samples, stream.per_epoch)))]
+    finally:
+        stream.close()
+    return [r for r in rows if len(r) > 1], {"eval_data": data, "held_out_shards": shards}
+
+
 def perplexity(model: torch.nn.Module, rows: list[list[int]]) -> float:
     """exp(mean next-token loss) over the rows, with a Hugging Face causal LM."""
     total, count = 0.0, 0
@@ -79,7 +104,7 @@ def safetensors_bytes(directory: Path) -> int:
 
 
 def quantize(source: str, out: str, calibration_samples: int = 128, calibration_length: int = 512,
-             eval_samples: int = 32) -> dict:
+             eval_samples: int = 32, eval_data: str = "") -> dict:
     """GPTQ W4A16 of an exported directory into `out`, with quantize_report.json; returns the report."""
     try:
         from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
@@ -91,8 +116,8 @@ def quantize(source: str, out: str, calibration_samples: int = 128, calibration_
     from transformers import AutoModelForCausalLM
 
     src, target = Path(source), Path(out)
-    rows = calibration_ids(src, calibration_samples + eval_samples, calibration_length)
-    calibration, held_out = rows[:calibration_samples], rows[calibration_samples:]
+    held_out, evaluated_on = held_out_rows(src, eval_samples, eval_data)
+    calibration = calibration_ids(src, calibration_samples, calibration_length)
     model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32 if not torch.cuda.is_available()
                                                  else torch.bfloat16)
     ppl_before = perplexity(model, held_out)
@@ -113,7 +138,7 @@ def quantize(source: str, out: str, calibration_samples: int = 128, calibration_
     report = {
         "scheme": f"W4A16 GPTQ, symmetric int4, group size {groups}, lm_head kept", "source": source,
         "calibration_samples": len(calibration), "calibration_length": calibration_length,
-        "eval_samples": len(held_out), "eval_tokens": int(np.sum([len(r) - 1 for r in held_out])),
+        "eval_samples": len(held_out), "eval_tokens": int(np.sum([len(r) - 1 for r in held_out])), **evaluated_on,
         "bytes_before": safetensors_bytes(src), "bytes_after": safetensors_bytes(target),
         "perplexity_before": ppl_before, "perplexity_after": ppl_after,
         "serve": f"vllm serve {target}",
