@@ -28,6 +28,12 @@ class DemoConfig:
     pairs: int = field(default=200, metadata={"help": "preference pairs in the built-in sample"})
     vocab_size: int = field(default=2000, metadata={"help": "tokenizer vocabulary"})
     seq_len: int = field(default=256, metadata={"help": "tokens per pretraining sequence"})
+    token_shard_bytes: int = field(default=256 << 10, metadata={
+        "help": "bytes per token shard: small enough for several shards, so some can be held out"})
+    holdout_fraction: float = field(default=0.1, metadata={
+        "help": "share of token shards held out of pretraining, for its held-out loss and quantize's perplexity"})
+    dpo_holdout_fraction: float = field(default=0.2, metadata={
+        "help": "share of preference pairs held out of DPO, for its held-out reward accuracy"})
     pretrain_steps: int = field(default=300, metadata={"help": "clover-tiny pretraining steps"})
     pretrain_micro_batch: int = field(default=8, metadata={"help": "sequences per pretraining step"})
     pretrain_lr: float = field(default=3e-3, metadata={"help": "peak pretraining learning rate"})
@@ -62,7 +68,8 @@ def _stage_arguments(name: str, cfg: DemoConfig) -> list[str]:
     """The flags the demo adds to a registered stage's command to fit the sample (none: the stage's defaults)."""
     return {
         "train-tokenizer": ["--vocab-size", str(cfg.vocab_size), "--sample-docs", str(cfg.docs)],
-        "tokenize": ["--seq-len", str(cfg.seq_len), "--set", f"shard_bytes={4 << 20}", "--set", "row_group_rows=32"],
+        "tokenize": ["--seq-len", str(cfg.seq_len), "--set", f"shard_bytes={cfg.token_shard_bytes}",
+                     "--set", "row_group_rows=32"],
         "prep-pairs": ["--max-length", str(cfg.max_pair_length),
                        "--set", f"max_prompt_length={cfg.max_pair_length // 2}"],
     }.get(name, [])
@@ -181,6 +188,8 @@ def _pretrain_config(cfg: DemoConfig):
     train_cfg.schedule.max_lr, train_cfg.schedule.min_lr = cfg.pretrain_lr, cfg.pretrain_lr / 10
     train_cfg.schedule.total_steps = cfg.pretrain_steps
     train_cfg.checkpoint.every = max(cfg.pretrain_steps // 3, 1)
+    train_cfg.eval.every, train_cfg.eval.sequences = max(cfg.pretrain_steps // 6, 1), 128
+    train_cfg.eval.holdout_fraction = cfg.holdout_fraction
     return train_cfg
 
 
@@ -200,6 +209,7 @@ def _dpo(root: Path, cfg: DemoConfig) -> None:
     dpo_cfg.schedule.max_lr, dpo_cfg.schedule.min_lr = cfg.dpo_lr, cfg.dpo_lr / 10
     dpo_cfg.schedule.total_steps = cfg.dpo_steps
     dpo_cfg.checkpoint.every = max(cfg.dpo_steps // 2, 1)
+    dpo_cfg.eval.every, dpo_cfg.eval.holdout_fraction = max(cfg.dpo_steps // 4, 1), cfg.dpo_holdout_fraction
     run_dpo(dpo_cfg, str(root / "pairs"), str(root / "runs/pretrain"), str(root / "runs/dpo"),
             progress=step_bar("dpo", cfg.dpo_steps))
 

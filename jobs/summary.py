@@ -34,10 +34,12 @@ def summarize(root: Path, timings: dict[str, float], prompt: str, sample_text: s
                               "data_docs": str(root / name / v["data_docs"]) if v.get("data_docs") else None}
                        for name, v in validations.items()},
         "pretrain": {"steps": pretrain[-1]["step"], "first_loss": pretrain[0]["loss"], "final_loss": pretrain[-1]["loss"],
-                     "gate_rejections": pretrain[-1]["gate_rejections_total"]},
-        "dpo": {"steps": dpo[-1]["step"], "final_reward_accuracy": dpo[-1]["reward_accuracy"],
-                "final_reward_margin": dpo[-1]["reward_margin"],
-                "reward_accuracy_last_10": sum(m["reward_accuracy"] for m in dpo[-10:]) / len(dpo[-10:])},
+                     "gate_rejections": pretrain[-1]["gate_rejections_total"],
+                     **_last(pretrain, "eval_loss", "eval_ppl", "eval_tokens"),
+                     "held_out_shards": len(_json(root / "runs/pretrain/config.json")["eval"]["held_out_shards"])},
+        "dpo": {"steps": dpo[-1]["step"], **_last(dpo, "eval_reward_accuracy", "eval_reward_margin", "eval_loss",
+                                                 "eval_pairs"),
+                "train_reward_accuracy_last_10": sum(m["reward_accuracy"] for m in dpo[-10:]) / len(dpo[-10:])},
         "generate": {"prompt": prompt, "completion": sample_text},
         "seconds": timings,
         "reports": {name: str(root / rel) for name, rel in (
@@ -58,6 +60,12 @@ def summarize(root: Path, timings: dict[str, float], prompt: str, sample_text: s
     return summary
 
 
+def _last(metrics: list[dict], *keys: str) -> dict:
+    """The keys of the last record holding them (held-out evaluations are logged every eval.every steps)."""
+    evaluated = [m for m in metrics if keys[0] in m]
+    return {k: evaluated[-1][k] for k in keys} if evaluated else {k: None for k in keys}
+
+
 def format_table(s: dict) -> str:
     d, t, p = s["documents"], s["tokens"], s["pairs"]
     rows = [("documents in (sample records)", f"{d['in']:,}"),
@@ -72,10 +80,15 @@ def format_table(s: dict) -> str:
     for name, v in s["validation"].items():
         rows.append((f"validation: {name}", f"{'PASSED' if v['success'] else 'FAILED'} ({v['expectations']} expectations)"))
     pre, dpo = s["pretrain"], s["dpo"]
+    held_out = (f"held-out loss {pre['eval_loss']:.3f} (ppl {pre['eval_ppl']:.1f}, {pre['eval_tokens']:,} tokens of "
+                f"{pre['held_out_shards']} held-out shards)" if pre["eval_loss"] is not None else "no held-out shards")
+    preferred = (f"held-out reward accuracy {dpo['eval_reward_accuracy']:.2f} on {dpo['eval_pairs']} pairs, margin "
+                 f"{dpo['eval_reward_margin']:.3f}, DPO loss {dpo['eval_loss']:.3f}"
+                 if dpo["eval_reward_accuracy"] is not None else "no held-out pairs")
     rows += [("pretrain clover-tiny", f"{pre['steps']} steps, loss {pre['first_loss']:.3f} -> {pre['final_loss']:.3f}, "
-                                      f"gate rejections {pre['gate_rejections']}"),
-             ("DPO", f"{dpo['steps']} steps, reward accuracy {dpo['final_reward_accuracy']:.2f} (last 10 steps "
-                     f"{dpo['reward_accuracy_last_10']:.2f}), margin {dpo['final_reward_margin']:.3f}"),
+                                      f"{held_out}, gate rejections {pre['gate_rejections']}"),
+             ("DPO", f"{dpo['steps']} steps, {preferred} (training batches, last 10 steps: "
+                     f"{dpo['train_reward_accuracy_last_10']:.2f})"),
              *_gate_story_rows(s.get("gate_story")),
              ("generate", repr(s["generate"]["completion"][:80]))]
     rows += [(f"report: {name}", where) for name, where in s["reports"].items()]
@@ -161,10 +174,13 @@ def write_plots(root: Path, curated: dict, deduped: dict, pretrain: list[dict], 
     written["funnel"] = str(plots / "funnel.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot([m["step"] for m in pretrain], [m["loss"] for m in pretrain], label="loss")
+    ax.plot([m["step"] for m in pretrain], [m["loss"] for m in pretrain], label="training loss")
+    evaluated = [m for m in pretrain if "eval_loss" in m]
+    ax.plot([m["step"] for m in evaluated], [m["eval_loss"] for m in evaluated], "o-", color="#2a7", label="held-out loss")
     rejected = [m["step"] for m in pretrain if m.get("gate_rejections")]
     for step in rejected:
         ax.axvline(step, color="#c33", alpha=0.4, linewidth=1)
+    ax.legend()
     ax.set_title(f"Pretraining loss (clover-tiny); red lines: steps with gate rejections ({len(rejected)})")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -179,10 +195,14 @@ def write_plots(root: Path, curated: dict, deduped: dict, pretrain: list[dict], 
     ax.set_xlabel("step")
     ax.set_ylabel("reward margin (chosen - rejected)", color="#36c")
     twin = ax.twinx()
-    twin.plot(steps, [m["reward_accuracy"] for m in dpo], color="#c63", alpha=0.7, label="reward accuracy")
+    twin.plot(steps, [m["reward_accuracy"] for m in dpo], color="#c63", alpha=0.35, label="accuracy, training batch")
+    evaluated = [m for m in dpo if "eval_reward_accuracy" in m]
+    twin.plot([m["step"] for m in evaluated], [m["eval_reward_accuracy"] for m in evaluated], "o-", color="#a20",
+              label="accuracy, held-out pairs")
     twin.set_ylim(-0.05, 1.05)
     twin.set_ylabel("reward accuracy", color="#c63")
-    ax.set_title("DPO: reward margin and accuracy per step")
+    twin.legend(loc="lower right")
+    ax.set_title("DPO: reward margin per step; reward accuracy on training batches and held-out pairs")
     fig.tight_layout()
     fig.savefig(plots / "dpo_rewards.png", dpi=110)
     plt.close(fig)

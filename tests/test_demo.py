@@ -19,7 +19,8 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def demo(spark, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    cfg = DemoConfig(docs=400, pairs=60, vocab_size=1000, seq_len=128, pretrain_steps=60, pretrain_micro_batch=8,
+    cfg = DemoConfig(docs=400, pairs=60, vocab_size=1000, seq_len=128, token_shard_bytes=16 << 10,
+                     pretrain_steps=60, pretrain_micro_batch=8,
                      dpo_steps=30, dpo_micro_batch=8, max_pair_length=192, gate_story=GateStoryConfig(steps=30))
     return out, cfg, run_demo(str(out), cfg, spark=spark)
 
@@ -37,7 +38,11 @@ def test_every_report_sums_and_every_dataset_validates(demo):
 def test_loss_falls_dpo_learns_and_export_loads(demo):
     out, cfg, summary = demo
     assert summary["pretrain"]["final_loss"] < summary["pretrain"]["first_loss"] - 1.0
-    assert summary["dpo"]["steps"] == cfg.dpo_steps and summary["dpo"]["reward_accuracy_last_10"] > 0.6
+    assert summary["dpo"]["steps"] == cfg.dpo_steps and summary["dpo"]["train_reward_accuracy_last_10"] > 0.6
+    pretrain, dpo = summary["pretrain"], summary["dpo"]  # held out, never trained on
+    assert pretrain["held_out_shards"] >= 1 and pretrain["eval_loss"] < pretrain["first_loss"]
+    assert dpo["eval_pairs"] >= 1 and 0 <= dpo["eval_reward_accuracy"] <= 1
+    assert "held-out loss" in summary["table"] and "held-out reward accuracy" in summary["table"]
     model = transformers.AutoModelForCausalLM.from_pretrained(str(out / "export"))
     assert type(model).__name__ == "LlamaForCausalLM"
     for plot in summary["plots"].values():
