@@ -24,6 +24,7 @@ COMMAND = Command(
         Option("--grad-accum", "grad_accum"),
         Option("--checkpoint-every", "checkpoint.every"),
         Option("--reference", "reference"),
+        Option("--eval-data", "eval.data"),
         Option("--allow-unvalidated", "data.allow_unvalidated"),
     ),
 )
@@ -35,7 +36,6 @@ def build_parser(prog: str = "clover dpo"):
 
 @exit_on_config_error
 def main(argv: list[str] | None = None, prog: str = "clover dpo") -> int:
-    from jobs.train import print_progress
     from training.trainer.dpo import run_dpo
 
     args, cfg = COMMAND.parse(argv, prog)
@@ -43,6 +43,17 @@ def main(argv: list[str] | None = None, prog: str = "clover dpo") -> int:
     if os.environ.get("RANK", "0") == "0":
         print(f"dpo: {result.steps} steps, final loss {result.final_loss:.4f} -> {args.out}", file=sys.stderr)
     return 0
+
+
+def print_progress(record: dict) -> None:
+    """One line per logged step: loss, lr, gradient norm, tokens/s, the batch's rewards and, at evaluations, the
+    held-out pairs' loss, reward accuracy and margin."""
+    extra = f"reward acc {record['reward_accuracy']:.2f}  margin {record['reward_margin']:.3f}"
+    if "eval_loss" in record:
+        extra += (f"  eval loss {record['eval_loss']:.4f} reward acc {record['eval_reward_accuracy']:.2f} "
+                  f"margin {record['eval_reward_margin']:.3f} ({record['eval_pairs']} pairs)")
+    print(f"step {record['step']:>7}  loss {record['loss']:.4f}  lr {record['lr']:.3g}  "
+          f"grad {record['grad_norm']:.3f}  {record['tokens_per_s']:,.0f} tok/s  {extra}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

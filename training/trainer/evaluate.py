@@ -45,6 +45,31 @@ def held_out_shards(data: str, fraction: float) -> list[str]:
     return sorted(ranked[:int(len(names) * fraction)])
 
 
+def lockstep_sums(batches: int, dist_info: Distributed, sums: Callable[[int], list[float]]) -> list[float]:
+    """The element-wise totals of `sums(index)` over micro-batches 0 .. batches - 1, evaluated on every rank.
+
+    Rank r evaluates micro-batches r, r+W, ...; every rank runs as many (FSDP gathers in each forward), a rank
+    past its last one evaluates micro-batch 0 again and drops the values. The values are gathered and added in
+    micro-batch order, so any world size adds the same numbers in the same order. `sums` returns as many
+    values for every micro-batch; batches >= 1.
+    """
+    world, rank = dist_info.world, dist_info.rank
+    mine = list(range(rank, batches, world))
+    values: list[float] = []
+    width = 0
+    with torch.no_grad():
+        for k in range(-(-batches // world)):
+            found = sums(mine[k] if k < len(mine) else 0)
+            width = len(found)
+            values += found if k < len(mine) else [0.0] * width
+    gathered = all_gather_floats(values, dist_info.device)
+    totals = [0.0] * width
+    for index in range(batches):  # micro-batch order, whatever the world size
+        owner, k = index % world, index // world
+        totals = [total + value for total, value in zip(totals, gathered[owner][width * k: width * (k + 1)])]
+    return totals
+
+
 class HeldOut:
     """Evaluates a model on a fixed prefix of a held-out token stream, in lockstep on every rank."""
 
@@ -55,20 +80,11 @@ class HeldOut:
     def evaluate(self, model: torch.nn.Module, loss: Callable, weight: Callable) -> dict[str, float]:
         """{eval_loss, eval_ppl, eval_tokens}: `loss(model, batch)` sums a micro-batch's negative log-likelihood,
         `weight(batch)` counts its predicted tokens."""
-        world, rank = self.dist.world, self.dist.rank
-        mine = list(range(rank, self.batches, world))
-        values: list[float] = []
-        with torch.no_grad():
-            for k in range(-(-self.batches // world)):  # every rank runs as many forwards (FSDP gathers in each)
-                batch = self.stream.micro_batch(mine[k] if k < len(mine) else 0)
-                total = float(loss(model, batch)[0])
-                values += [total, weight(batch)] if k < len(mine) else [0.0, 0.0]
-        gathered = all_gather_floats(values, self.dist.device)
-        total_loss = total_tokens = 0.0
-        for index in range(self.batches):  # micro-batch order, whatever the world size
-            owner, k = index % world, index // world
-            total_loss += gathered[owner][2 * k]
-            total_tokens += gathered[owner][2 * k + 1]
+        def sums(index: int) -> list[float]:
+            batch = self.stream.micro_batch(index)
+            return [float(loss(model, batch)[0]), weight(batch)]
+
+        total_loss, total_tokens = lockstep_sums(self.batches, self.dist, sums)
         mean = total_loss / max(total_tokens, 1.0)
         return {"eval_loss": mean, "eval_ppl": math.exp(min(mean, 700.0)), "eval_tokens": int(total_tokens)}
 
