@@ -38,7 +38,6 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.distributed.fsdp import FSDPModule
 
 from quality.gate import require_validated
 from schemas import storage
@@ -340,7 +339,6 @@ class DPO:
             fs, path = storage.resolve(uri)
             pq.write_table(table, path, filesystem=fs)
         dist.barrier()
-        _reshard(model)
 
     def next_batch(self) -> tuple[PairBatch, dict[str, float]]:
         index, self.cursor = self.cursor + self.dist.rank, self.cursor + self.dist.world
@@ -381,17 +379,6 @@ def _read_reference_metadata(uri: str) -> dict | None:
     with fs.open_input_file(path) as handle:
         metadata = pq.ParquetFile(handle).schema_arrow.metadata or {}
     return {k.decode(): v.decode() for k, v in metadata.items() if k in (b"checkpoint_sha256", b"tokenizer_sha256")}
-
-
-def _reshard(model: torch.nn.Module) -> None:
-    """Every FSDP module back on its sharded parameters after a no-grad pass. A forward leaves the root and the
-    last block unsharded (reshard_after_forward=False); had training's first step found them so, the engine's
-    parameter list (taken after objective.start) would hold those unsharded tensors, not the ones the optimizer
-    steps, and gradients would be divided and clipped on the wrong tensors for the whole run (a fresh run's
-    gradient norms were a third of a rerun's that reused the sidecar)."""
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.reshard()
 
 
 def _broadcast(value: str) -> str:

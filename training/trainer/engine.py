@@ -31,6 +31,7 @@ from training.trainer.parallelize import (
     all_reduce_sum,
     build_model,
     init_distributed,
+    reshard,
     shutdown_distributed,
 )
 
@@ -103,14 +104,17 @@ def _run(cfg: EngineConfig, run_dir: str, make_objective, dist_info: Distributed
     model_cfg, objective, model, optimizer = _build(cfg, run_dir, make_objective, dist_info, describe)
     ckpt_root = storage.join(run_dir, "checkpoints")
     state = _restore(ckpt_root, model, optimizer, init_from, dist_info.rank)
+    params = [p for p in model.parameters() if p.requires_grad]  # the sharded ones, before any forward
     objective.start(state["objective"], model)
+    reshard(model)  # a reference pass in start() leaves modules unsharded
     loop = _Loop.from_state(state, cfg.spikes.window)
     metrics = MetricsWriter(run_dir, loop.step, enabled=dist_info.is_main, tensorboard=cfg.tensorboard)
-    params = [p for p in model.parameters() if p.requires_grad]
     try:
         while loop.step < cfg.max_steps:
             record = _train_step(cfg, loop, objective, model, optimizer, params, model_cfg, dist_info)
             evaluated = _evaluate(objective, model, loop.step, loop.step == cfg.max_steps)
+            if evaluated:
+                reshard(model)
             record.update(evaluated)
             if evaluated or loop.step % cfg.log_every == 0 or loop.step == cfg.max_steps:
                 metrics.write(record)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from training.trainer.model import Transformer
@@ -125,6 +125,16 @@ def build_model(model: Transformer, cfg: ParallelConfig, dist_info: Distributed,
     model.to_empty(device=dist_info.device)
     model.init_weights(seed, assign=_assign_full)
     return model
+
+
+def reshard(model: torch.nn.Module) -> None:
+    """Every FSDP module back on its sharded parameters, as a training step leaves them. A no-grad forward (a
+    DPO reference pass, an evaluation) leaves the root and the last block unsharded (reshard_after_forward=False):
+    their gathered copies would stay in memory, and a parameter list taken then would hold the unsharded tensors
+    instead of the ones the optimizer steps (gradients divided and clipped on the wrong tensors)."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 def _assign_full(param: torch.Tensor, full: torch.Tensor) -> None:
