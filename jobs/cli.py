@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("jobs.inspection", "a self-contained HTML report of what a stage kept, removed and why (no Spark)"),
     "validate": ("jobs.validate", "validate any Clover dataset with Great Expectations; exit 1 on failure"),
     "train-classifier": ("jobs.train_classifier", "train a fastText quality classifier and report precision/recall"),
+    "ablate": ("jobs.ablate", "train one model per documents variant at an equal token budget and compare held-out loss"),
     "plan": ("jobs.plan", "parameters, FLOPs per token and per-GPU memory of a model preset"),
     "train": ("jobs.train", "pretrain a model preset with FSDP on validated token shards (one process; torchrun jobs/train.py for more)"),
     "dpo": ("jobs.dpo", "align a pretrained run with DPO on prepared preference pairs (torchrun jobs/dpo.py for more)"),

@@ -173,6 +173,13 @@ def write_plots(root: Path, curated: dict, deduped: dict, pretrain: list[dict], 
     plt.close(fig)
     written["funnel"] = str(plots / "funnel.png")
 
+    written["pretrain_loss"] = _pretrain_plot(plt, plots, pretrain)
+    written["dpo_rewards"] = _dpo_plot(plt, plots, dpo)
+    return written
+
+
+def _pretrain_plot(plt, plots: Path, pretrain: list[dict]) -> str:
+    """Training and held-out loss per step, steps with gate rejections marked."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot([m["step"] for m in pretrain], [m["loss"] for m in pretrain], label="training loss")
     evaluated = [m for m in pretrain if "eval_loss" in m]
@@ -187,8 +194,11 @@ def write_plots(root: Path, curated: dict, deduped: dict, pretrain: list[dict], 
     fig.tight_layout()
     fig.savefig(plots / "pretrain_loss.png", dpi=110)
     plt.close(fig)
-    written["pretrain_loss"] = str(plots / "pretrain_loss.png")
+    return str(plots / "pretrain_loss.png")
 
+
+def _dpo_plot(plt, plots: Path, dpo: list[dict]) -> str:
+    """Reward margin, and reward accuracy on training batches and on held-out pairs."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     steps = [m["step"] for m in dpo]
     ax.plot(steps, [m["reward_margin"] for m in dpo], color="#36c", label="reward margin")
@@ -206,8 +216,7 @@ def write_plots(root: Path, curated: dict, deduped: dict, pretrain: list[dict], 
     fig.tight_layout()
     fig.savefig(plots / "dpo_rewards.png", dpi=110)
     plt.close(fig)
-    written["dpo_rewards"] = str(plots / "dpo_rewards.png")
-    return written
+    return str(plots / "dpo_rewards.png")
 
 
 def write_gate_story_plot(root: Path, story: dict) -> str:
