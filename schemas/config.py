@@ -21,29 +21,29 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(value: Any, tp: Any, key: str, default: Any) -> Any:
+def _convert(value: Any, tp: Any, key: str, default: Any, complete: bool = False) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner, key, default)
+        return _convert(value, inner, key, default, complete)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"'{key}' must be a mapping, got {type(value).__name__} {value!r}")
-        return _build(tp, value, key, base=default if dataclasses.is_dataclass(default) else None)
+        return _build(tp, value, key, base=default if dataclasses.is_dataclass(default) else None, complete=complete)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"'{key}' must be a mapping, got {type(value).__name__} {value!r}")
         _, value_type = args
-        merged = dict(default or {})
+        merged = {} if complete else dict(default or {})  # a recorded mapping is whole; a user's edits the default
         for name, item in value.items():
             if item is None:  # null removes an entry (for example, disables a threshold)
                 merged.pop(name, None)
             else:
                 merged[str(name)] = _convert(_as_text(item) if value_type is str else item, value_type,
-                                             f"{key}.{name}", merged.get(name))
+                                             f"{key}.{name}", merged.get(name), complete)
         return merged
     if origin is list:
         if not isinstance(value, list):
@@ -64,7 +64,7 @@ def _as_text(value: Any) -> Any:
     return str(value) if isinstance(value, (int, float)) else value
 
 
-def _build(cls: type[T], data: dict, prefix: str = "", base: T | None = None) -> T:
+def _build(cls: type[T], data: dict, prefix: str = "", base: T | None = None, complete: bool = False) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -77,7 +77,7 @@ def _build(cls: type[T], data: dict, prefix: str = "", base: T | None = None) ->
         current = getattr(base, name)
         if name in data:
             key = f"{prefix}.{name}" if prefix else name
-            kwargs[name] = _convert(data[name], hints[name], key, current)
+            kwargs[name] = _convert(data[name], hints[name], key, current, complete)
         else:
             kwargs[name] = current
     return cls(**kwargs)
@@ -119,9 +119,8 @@ def load_config(cls: type[T], path: str | None = None, overrides: dict[str, Any]
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(cls, data, dotted, value)
+    for dotted, value in (overrides or {}).items():  # None is --set KEY=null: it removes a mapping's entry
+        _set_dotted(cls, data, dotted, value)
     try:
         return _build(cls, data)
     except ConfigError as err:
@@ -129,8 +128,9 @@ def load_config(cls: type[T], path: str | None = None, overrides: dict[str, Any]
 
 
 def build_config(cls: type[T], data: dict) -> T:
-    """A config from a plain dict, such as the `config` a stage recorded in its report."""
-    return _build(cls, data)
+    """A config from a plain dict a stage recorded (`to_dict`) in its report: its mappings are taken whole, so
+    a threshold disabled with null stays disabled (a user's YAML or --set edits the default mappings instead)."""
+    return _build(cls, data, complete=True)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -25,6 +25,18 @@ def test_null_disables_a_rule(tmp_path):
     assert "c4_curly_bracket" not in cfg.thresholds
 
 
+def test_null_from_set_disables_a_rule_and_the_recorded_config_keeps_it_disabled():
+    """`--set thresholds.X=null` used to be dropped as "flag not given"; and a report's config rebuilt for
+    validation used to merge the default thresholds back, so the disabled rule was checked anyway."""
+    from schemas.config import build_config, to_dict
+
+    cfg = load_config(CurateConfig, None, dict([parse_set_option("thresholds.gopher_word_count=null")]))
+    assert "gopher_word_count" not in cfg.thresholds and "gopher_stop_words" in cfg.thresholds
+    rebuilt = build_config(CurateConfig, to_dict(cfg))
+    assert rebuilt.thresholds == cfg.thresholds
+    assert build_config(CurateConfig, to_dict(CurateConfig(thresholds={}))).thresholds == {}
+
+
 def test_unknown_key_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'ingest.txt_field'"):
         load_config(CurateConfig, _write(tmp_path, {"ingest": {"txt_field": "x"}}))
