@@ -184,7 +184,7 @@ def _read_documents(spark, source: str, cfg: DedupConfig):
         raise ConfigError(f"{source} is not a documents dataset: no column {', '.join(sorted(missing))}")
     if cfg.score_column and cfg.score_column not in docs.columns:
         raise ConfigError(f"score column '{cfg.score_column}' is not in {source} (columns: {', '.join(docs.columns)})")
-    return docs
+    return docs.drop("exact_hash")  # an earlier dedup's output has one: this run writes its own
 
 
 def _split_invalid(docs, cfg: DedupConfig, source: str):

@@ -171,3 +171,11 @@ def test_against_an_index_removes_earlier_duplicates(spark, corpus, tmp_path):
     assert dups["near-04"]["kind"] == "near" and dups["near-04"]["kept_id"] == "doc04"
     assert [d["id"] for d in _rows(tmp_path / "second" / "documents")] == ["fresh"]
     assert report.check().output == 1
+
+
+def test_a_dedup_output_can_be_deduplicated_again(spark, deduped, tmp_path):
+    """Its documents carry an exact_hash column already (they used to make the new one ambiguous)."""
+    out, first = deduped
+    again = run_dedup(spark, str(out), str(tmp_path / "again"), DedupConfig(), validate=False, allow_unvalidated=True)
+    assert again.input == first.output and again.output == first.output and again.removed == {}
+    assert {d["id"] for d in _rows(tmp_path / "again" / "documents")} == {d["id"] for d in _rows(out / "documents")}
