@@ -28,7 +28,7 @@ class DemoConfig:
     pairs: int = field(default=200, metadata={"help": "preference pairs in the built-in sample"})
     vocab_size: int = field(default=2000, metadata={"help": "tokenizer vocabulary"})
     seq_len: int = field(default=256, metadata={"help": "tokens per pretraining sequence"})
-    token_shard_bytes: int = field(default=256 << 10, metadata={
+    token_shard_bytes: int = field(default=64 << 10, metadata={
         "help": "bytes per token shard: small enough for several shards, so some can be held out"})
     holdout_fraction: float = field(default=0.1, metadata={
         "help": "share of token shards held out of pretraining, for its held-out loss and quantize's perplexity"})
