@@ -30,7 +30,8 @@ from quality.signals import (
     DocumentScorer,
     SignalConfig,
     first_failing_rule,
-    paper_thresholds,
+    preset_thresholds,
+    resolve_thresholds,
 )
 from quality.text import normalize_text
 from schemas import QUARANTINE, DatasetSchema, StageReport, documents_schema, rejected_schema, storage
@@ -45,8 +46,9 @@ class CurateConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     signals: SignalConfig = field(default_factory=SignalConfig)
     thresholds: dict[str, Bounds] = field(
-        default_factory=paper_thresholds,
-        metadata={"help": "keep when min <= score <= max; null disables a rule; checked in score order"},
+        default_factory=lambda: preset_thresholds("clover"),
+        metadata={"help": "keep when min <= score <= max; null disables a rule; checked in score order. "
+                          "Unset rules follow signals.preset (docs/quality.md)"},
     )
     fasttext: list[FastTextStep] = field(default_factory=list, metadata={"help": "fastText models to apply"})
     removal_rate_bounds: dict[str, Bounds] = field(
@@ -54,6 +56,9 @@ class CurateConfig:
         metadata={"help": "validation: share of the input one reason may remove; '*' covers the others"},
     )
     spark: SparkConfig = field(default_factory=SparkConfig)
+
+    def __post_init__(self) -> None:
+        self.thresholds = resolve_thresholds(self.thresholds, self.signals.preset)
 
     def score_columns(self) -> list[str]:
         return [step.score_column for step in self.fasttext] + list(SCORE_RANGES)

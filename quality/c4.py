@@ -16,11 +16,12 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 
 @dataclass
 class C4Config:
-    """C4's line rules. The defaults are FineWeb's choice: no terminal-punctuation or min-words line rule."""
+    """C4's line rules. Clover's defaults: no terminal-punctuation or min-words line rule."""
 
     apply_line_cleaning: bool = field(default=True, metadata={"help": "keep the cleaned text (else only score it)"})
     require_terminal_punct: bool = field(default=False, metadata={"help": "drop lines not ending in . ! ? or a quote (C4 paper: true)"})
-    min_words_per_line: int = field(default=0, metadata={"help": "drop lines with fewer words (C4 paper: 3)"})
+    min_words_per_line: int | None = field(default=None, metadata={
+        "help": "drop lines with fewer words; unset: the preset's (clover 0, fineweb 3; C4 paper: 3)"})
     max_word_length: int = field(default=1000, metadata={"help": "drop lines holding a longer word"})
     bad_words_file: str = field(default="", metadata={"help": "optional word list, one per line; matches are counted"})
 
@@ -34,7 +35,7 @@ def drop_line(line: str, cfg: C4Config) -> bool:
         or any(phrase in lowered for phrase in POLICY_PHRASES)
         or any(len(w) > cfg.max_word_length for w in words)
         or (cfg.require_terminal_punct and not line.rstrip().endswith(TERMINAL_PUNCTUATION))
-        or len(words) < cfg.min_words_per_line
+        or len(words) < (cfg.min_words_per_line or 0)
     )
 
 

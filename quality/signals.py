@@ -9,7 +9,16 @@ from quality.c4 import C4Config, c4_clean, c4_document, load_bad_words
 from quality.document import DocumentView
 from quality.fineweb import fineweb
 from quality.gopher import gopher_quality, gopher_repetition
+from quality.presets import (
+    PRESETS,
+    fineweb_c4,
+    fineweb_gopher_quality,
+    fineweb_gopher_repetition,
+    fineweb_quality,
+)
 from quality.repetition import repeated_ngram_fraction
+from quality.text import spacy_words
+from schemas.config import ConfigError
 
 INF = math.inf
 FRACTION = (0.0, 1.0)
@@ -86,22 +95,88 @@ def paper_thresholds() -> dict[str, Bounds]:
     }
 
 
+def fineweb_thresholds() -> dict[str, Bounds]:
+    """datatrove's defaults for the filters of FineWeb's pipeline (Gopher's Table A1 values, C4's five
+    sentences, FineWeb's 0.12 / 0.67 / 0.01 / 0.3). FineWeb has no bad-word or repeated n-gram rule."""
+    thresholds = paper_thresholds()
+    for name in ("c4_bad_word_count", "repeated_ngram_frac"):
+        del thresholds[name]
+    thresholds["fineweb_dup_line_char_frac"] = Bounds(max=0.01)
+    return thresholds
+
+
+_PRESET_THRESHOLDS = {"clover": paper_thresholds, "fineweb": fineweb_thresholds}
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset 'signals.preset: {preset}' (known: {', '.join(PRESETS)})")
+
+
+def preset_thresholds(preset: str) -> dict[str, Bounds]:
+    """A preset's default thresholds, each marked as a default so that `resolve_thresholds` can tell
+    them from bounds a user set."""
+    check_preset(preset)
+    thresholds = _PRESET_THRESHOLDS[preset]()
+    for bounds in thresholds.values():
+        bounds._preset_default = True
+    return thresholds
+
+
+def resolve_thresholds(thresholds: dict[str, Bounds], preset: str) -> dict[str, Bounds]:
+    """The thresholds a config means under `preset`, given the dict the config loader built by merging
+    the user's entries into the clover defaults:
+
+    - an entry the user did not touch (still a marked default) becomes the preset's entry, or goes
+      when the preset has no such rule;
+    - an entry the user set keeps the sides the user changed; a side still equal to clover's default
+      takes the preset's (the loader cannot tell "set to clover's value" from "not set");
+    - an entry the user removed (`null`) stays removed.
+    """
+    target = preset_thresholds(preset)
+    clover = paper_thresholds()
+    resolved: dict[str, Bounds] = {}
+    for name, bounds in thresholds.items():
+        if getattr(bounds, "_preset_default", False):
+            if name in target:
+                resolved[name] = target[name]
+            continue
+        base, preset_bounds = clover.get(name), target.get(name)
+        if base is None or preset_bounds is None:
+            resolved[name] = bounds
+            continue
+        resolved[name] = Bounds(
+            min=preset_bounds.min if bounds.min == base.min else bounds.min,
+            max=preset_bounds.max if bounds.max == base.max else bounds.max,
+        )
+    return resolved
+
+
 @dataclass
 class SignalConfig:
     """How the scores are computed (not whether a document is kept: that is the thresholds)."""
 
+    preset: str = field(default="clover", metadata={
+        "help": "definitions and default thresholds: clover (Clover's reading of the papers), fineweb "
+                "(datatrove's, as FineWeb ran them); see docs/quality.md"})
     c4: C4Config = field(default_factory=C4Config)
     repeated_ngram_n: int = field(default=10, metadata={"help": "n of the repeated n-gram fraction over words"})
+
+    def __post_init__(self) -> None:
+        check_preset(self.preset)
 
 
 class DocumentScorer:
     """Turns a normalized text into (text to keep, scores). Built once per worker."""
 
     def __init__(self, cfg: SignalConfig) -> None:
+        check_preset(cfg.preset)
         self.cfg = cfg
         self.bad_words = load_bad_words(cfg.c4.bad_words_file)
 
     def __call__(self, text: str) -> tuple[str, dict[str, float]]:
+        if self.cfg.preset == "fineweb":
+            return self._fineweb(text)
         cleaned, removed_frac = c4_clean(text, self.cfg.c4)
         if self.cfg.c4.apply_line_cleaning:
             text = cleaned
@@ -114,6 +189,25 @@ class DocumentScorer:
             "repeated_ngram_frac": repeated_ngram_fraction(doc.token_ids[0], self.cfg.repeated_ngram_n),
         }
         return text, scores
+
+    def _fineweb(self, text: str) -> tuple[str, dict[str, float]]:
+        """datatrove's pipeline order: Gopher on the text as it arrives, C4's line pass, FineWeb on what
+        C4 kept (on the text as it arrives when line cleaning is off)."""
+        c4 = self.cfg.c4
+        words = spacy_words(text)
+        min_words = 3 if c4.min_words_per_line is None else c4.min_words_per_line
+        cleaned, c4_scores = fineweb_c4(text, c4.require_terminal_punct, min_words, c4.max_word_length)
+        kept = cleaned if c4.apply_line_cleaning else text
+        doc = DocumentView(kept)
+        scores = {
+            **fineweb_gopher_repetition(text, words),
+            **fineweb_gopher_quality(text, words),
+            **c4_scores,
+            "c4_bad_word_count": c4_document(doc, 0.0, self.bad_words)["c4_bad_word_count"],
+            **fineweb_quality(kept),
+            "repeated_ngram_frac": repeated_ngram_fraction(doc.token_ids[0], self.cfg.repeated_ngram_n),
+        }
+        return kept, {name: scores[name] for name in SCORE_RANGES}
 
 
 def first_failing_rule(scores: dict[str, float], thresholds: dict[str, Bounds]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -42,3 +43,167 @@ def nonblank_lines(text: str) -> list[str]:
 def paragraphs(text: str) -> list[str]:
     """Blocks separated by one or more blank lines."""
     return [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+# --- datatrove's English word tokenizer (spaCy's blank English tokenizer), for the fineweb preset ---
+
+@functools.lru_cache(maxsize=1)
+def _spacy_rules():
+    from quality import fineweb_tables as t
+
+    return (re.compile(t.PREFIX).search, re.compile(t.SUFFIX).search, re.compile(t.INFIX).finditer,
+            re.compile(t.URL).match, t.EXCEPTIONS, frozenset(t.SENTENCE_PUNCT))
+
+
+_NO_SPECIALS: dict[str, tuple[str, ...]] = {}
+
+
+def _split_affixes(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str]:
+    """spaCy's Tokenizer._split_affixes + _attach_tokens for one whitespace-free chunk (spacy/tokenizer.pyx):
+    strip prefixes and suffixes until a special case or nothing is left, then a special case, a URL, or
+    infix splits."""
+    prefix, suffix, infixes, url, _, _ = _spacy_rules()
+    if chunk in specials:
+        return list(specials[chunk])
+    tokens: list[str] = []
+    suffixes: list[str] = []
+    last = -1
+    while chunk and len(chunk) != last:
+        if chunk in specials:
+            break
+        last = len(chunk)
+        m = prefix(chunk)
+        pre = m.end() if m else 0
+        if pre and chunk[pre:] in specials:
+            tokens.append(chunk[:pre])
+            chunk = chunk[pre:]
+            break
+        m = suffix(chunk[pre:])
+        suf = len(chunk) - pre - m.start() if m else 0
+        if suf and chunk[:-suf] in specials:
+            suffixes.append(chunk[-suf:])
+            chunk = chunk[:-suf]
+            break
+        if pre and suf and pre + suf <= len(chunk):
+            tokens.append(chunk[:pre])
+            suffixes.append(chunk[-suf:])
+            chunk = chunk[pre:-suf]
+        elif pre:
+            tokens.append(chunk[:pre])
+            chunk = chunk[pre:]
+        elif suf:
+            suffixes.append(chunk[-suf:])
+            chunk = chunk[:-suf]
+        if chunk in specials:
+            break
+    if chunk in specials:
+        tokens.extend(specials[chunk])
+    elif chunk and url(chunk):
+        tokens.append(chunk)
+    elif chunk:
+        start = 0
+        for m in infixes(chunk):
+            if m.start() == 0:
+                continue
+            if m.start() != start:
+                tokens.append(chunk[start:m.start()])
+            if m.start() != m.end():
+                tokens.append(chunk[m.start():m.end()])
+            start = m.end()
+        if chunk[start:]:
+            tokens.append(chunk[start:])
+    tokens.extend(reversed(suffixes))
+    return tokens
+
+
+@functools.lru_cache(maxsize=1)
+def _special_patterns() -> tuple[dict[tuple[str, ...], str], int]:
+    """spaCy's special-case matcher: special cases holding an affix, as the tokens they split into
+    without special cases (Tokenizer.add_special_case with faster_heuristics)."""
+    prefix, suffix, infixes, _, specials, _ = _spacy_rules()
+    patterns = {}
+    for key in specials:
+        if prefix(key) or suffix(key) or any(True for _ in infixes(key)):
+            patterns[tuple(_split_affixes(key, _NO_SPECIALS))] = key
+    return patterns, max(map(len, patterns))
+
+
+def _apply_special_cases(tokens: list[str], chunk_of: list[int]) -> list[str]:
+    """Re-split runs of adjacent tokens that spell a special case (Tokenizer._apply_special_cases):
+    longest matches first, of equal length the earliest; a match touching a token of any earlier
+    one (taken or not) is dropped. A match across a
+    single space takes its tokens but changes nothing (its text, space included, is no special case)."""
+    patterns, longest = _special_patterns()
+    specials = _spacy_rules()[4]
+    matches = [(start - end, start, end) for start in range(len(tokens))
+               for end in range(start + 1, min(len(tokens), start + longest) + 1)
+               if tuple(tokens[start:end]) in patterns]
+    if not matches:
+        return tokens
+    seen: set[int] = set()
+    chosen = []
+    for _, start, end in sorted(matches):
+        if start not in seen and end - 1 not in seen and chunk_of[start] == chunk_of[end - 1]:
+            chosen.append((start, end))
+        seen.update(range(start, end))  # as spaCy's _filter_special_spans: a refused match blocks too
+    out, i = [], 0
+    for start, end in sorted(chosen):
+        out.extend(tokens[i:start])
+        out.extend(specials[patterns[tuple(tokens[start:end])]])
+        i = end
+    return out + tokens[i:]
+
+
+@functools.lru_cache(maxsize=65536)
+def _chunk_tokens(chunk: str) -> tuple[str, ...]:
+    return tuple(_split_affixes(chunk, _spacy_rules()[4]))
+
+
+_CHUNKS = re.compile(r"(\S+)(\s*)")
+
+
+def _spacy_tokens(text: str) -> list[str]:
+    """spaCy's tokens with its whitespace tokens: a lone space after a chunk is no token, any other
+    whitespace run is one. The special-case matcher sees chunks joined by one space as adjacent."""
+    tokens: list[str] = []
+    lead = len(text) - len(text.lstrip())
+    if lead:
+        tokens.append(text[:lead])
+    group: list[str] = []
+    chunk_of: list[int] = []
+    for i, m in enumerate(_CHUNKS.finditer(text, lead)):
+        pieces = _chunk_tokens(m.group(1))
+        group.extend(pieces)
+        chunk_of.extend([i] * len(pieces))
+        if m.group(2) != " ":
+            tokens.extend(_apply_special_cases(group, chunk_of))
+            group, chunk_of = [], []
+            if m.group(2):
+                tokens.append(m.group(2))
+    tokens.extend(_apply_special_cases(group, chunk_of))
+    return tokens
+
+
+def spacy_words(text: str) -> list[str]:
+    """datatrove's `split_into_words` for English: spaCy's blank English tokenizer, whitespace tokens
+    dropped (datatrove/utils/word_tokenizers.py, SpaCyTokenizer + strip_strings). Punctuation marks are
+    tokens of their own, so they count as words in every signal that uses this view."""
+    return [t for t in (tok.strip() for tok in _spacy_tokens(text)) if t]
+
+
+def _is_punct(token: str) -> bool:
+    return all(unicodedata.category(c).startswith("P") for c in token)
+
+
+def spacy_sentence_count(text: str) -> int:
+    """Sentences of datatrove's `split_into_sentences` (spaCy's Sentencizer over spacy_words): a
+    sentence ends after a sentence-final mark, at the next token that is not punctuation. At least 1."""
+    *_, punct_chars = _spacy_rules()
+    count, seen_end = 1, False
+    for token in _spacy_tokens(text):  # whitespace tokens (not a lone space) start sentences too
+        in_punct = token in punct_chars
+        if seen_end and not in_punct and not _is_punct(token):
+            count, seen_end = count + 1, False
+        elif in_punct:
+            seen_end = True
+    return count

@@ -1,0 +1,168 @@
+"""Signal presets: which published reading of each rule the scores follow, and its default thresholds.
+
+A preset changes definitions and thresholds, never the pipeline or the score columns: every preset
+fills the same columns (`quality.signals.SCORE_RANGES`), so inspect and what-if work unchanged.
+
+- `clover` (default): Clover's reading of the papers (docs/quality.md).
+- `fineweb`: datatrove's definitions and defaults for the filters of FineWeb's pipeline, in its order
+  (GopherRepetitionFilter and GopherQualityFilter on the text as it arrives, then
+  C4QualityFilter(filter_no_terminal_punct=False), then FineWebQualityFilter on the text C4 left).
+  Sources, datatrove 0.10.1: pipeline/filters/gopher_repetition_filter.py, gopher_quality_filter.py,
+  c4_filters.py, fineweb_quality_filter.py, utils/text.py, utils/word_tokenizers.py (English: spaCy's
+  blank tokenizer, reimplemented in `quality.text.spacy_words`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from quality import fineweb_tables
+from quality.c4 import POLICY_PHRASES
+from quality.text import spacy_sentence_count, spacy_words
+
+PRESETS = ("clover", "fineweb")
+
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+_SYMBOLS = frozenset(fineweb_tables.DATATROVE_PUNCTUATION)
+_FINEWEB_LINE_END = tuple(fineweb_tables.DATATROVE_TERMINAL_PUNCTUATION)
+_C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")  # case-sensitive, "[]" included
+_C4_LINE_END = (".", "?", "!", '"', "'")
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+_LINE_BREAKS = re.compile("\n+")
+
+
+def _ratio(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
+def _later_copies(elements: list[str]) -> tuple[int, int]:
+    """(copies after the first, their characters): datatrove's find_duplicates."""
+    seen: set[str] = set()
+    copies = chars = 0
+    for element in elements:
+        if element in seen:
+            copies, chars = copies + 1, chars + len(element)
+        else:
+            seen.add(element)
+    return copies, chars
+
+
+def _top_ngram_chars(words: list[str], n: int) -> int:
+    """Characters of the most frequent word n-gram, joined by spaces, times its count; ties go to the
+    n-gram seen first; 0 without n-grams. A single occurrence counts (datatrove's find_top_duplicate)."""
+    grams = [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0
+    gram, count = Counter(grams).most_common(1)[0]
+    return len(gram) * count
+
+
+def _greedy_duplicate_chars(words: list[str], n: int) -> int:
+    """datatrove's find_all_duplicate: scan left to right; an n-gram (words concatenated without
+    separator) seen before adds its characters and the scan jumps past it, so the first occurrence
+    never counts and overlapping repeats count once."""
+    seen: set[str] = set()
+    chars = i = 0
+    while i < len(words) - n + 1:
+        gram = "".join(words[i:i + n])
+        if gram in seen:
+            chars += len(gram)
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return chars
+
+
+def fineweb_gopher_repetition(text: str, words: list[str]) -> dict[str, float]:
+    """GopherRepetitionFilter's values; every character fraction is over len(text), newlines included."""
+    paragraphs = _PARAGRAPH_BREAK.split(text.strip())
+    lines = _LINE_BREAKS.split(text)
+    para_copies, para_chars = _later_copies(paragraphs)
+    line_copies, line_chars = _later_copies(lines)
+    size = len(text)
+    scores = {
+        "gopher_dup_line_frac": _ratio(line_copies, len(lines)),
+        "gopher_dup_para_frac": _ratio(para_copies, len(paragraphs)),
+        "gopher_dup_line_char_frac": _ratio(line_chars, size),
+        "gopher_dup_para_char_frac": _ratio(para_chars, size),
+    }
+    for n in (2, 3, 4):
+        scores[f"gopher_top_{n}gram_char_frac"] = _ratio(_top_ngram_chars(words, n), size)
+    for n in range(5, 11):
+        scores[f"gopher_dup_{n}gram_char_frac"] = _ratio(_greedy_duplicate_chars(words, n), size)
+    return scores
+
+
+def fineweb_gopher_quality(text: str, words: list[str]) -> dict[str, float]:
+    """GopherQualityFilter's values. Words are spaCy tokens, punctuation included: the word count and
+    mean length use the tokens holding a character outside datatrove's punctuation set, every other
+    ratio all tokens. Stop words match case-sensitively."""
+    n_words = len(words)
+    non_symbol = [w for w in words if any(c not in _SYMBOLS for c in w)]
+    lines = text.splitlines()
+    return {
+        "gopher_word_count": float(len(non_symbol)),
+        "gopher_mean_word_length": _ratio(sum(map(len, non_symbol)), len(non_symbol)),
+        "gopher_hash_word_ratio": _ratio(text.count("#"), n_words),
+        "gopher_ellipsis_word_ratio": _ratio(text.count("...") + text.count("…"), n_words),
+        "gopher_bullet_line_frac": _ratio(sum(s.lstrip().startswith(("•", "-")) for s in lines), len(lines)),
+        "gopher_ellipsis_line_frac": _ratio(sum(s.rstrip().endswith(("...", "…")) for s in lines), len(lines)),
+        "gopher_alpha_word_frac": _ratio(sum(any(c.isalpha() for c in w) for w in words), n_words),
+        "gopher_stop_words": float(len(STOP_WORDS.intersection(words))),
+    }
+
+
+def fineweb_c4(text: str, require_terminal_punct: bool, min_words: int,
+               max_word_length: int) -> tuple[str, dict[str, float]]:
+    """C4QualityFilter's line pass and document values: (text kept, scores). Lines are stripped; a
+    line goes for a word longer than max_word_length, (option) no terminal mark or an ellipsis end,
+    fewer than min_words words (blank lines included), `javascript`, or a policy phrase. `lorem
+    ipsum` counts on lines that got past the word rules, `{` on those that also lack `javascript`,
+    sentences (spaCy's sentencizer) on the lines kept."""
+    kept: list[str] = []
+    considered = removed = sentences = 0
+    lorem = curly = False
+    for line in text.splitlines():
+        line = line.strip()
+        words = line.split()
+        considered += bool(line)
+        if max_word_length != -1 and any(len(w) > max_word_length for w in words):
+            removed += bool(line)
+            continue
+        line = _C4_CITATION.sub("", line)
+        if (require_terminal_punct and (not line.endswith(_C4_LINE_END) or line.endswith("..."))) \
+                or len(words) < min_words:
+            removed += bool(line)
+            continue
+        lowered = line.lower()
+        lorem = lorem or "lorem ipsum" in lowered
+        if "javascript" in lowered:
+            removed += 1
+            continue
+        curly = curly or "{" in line
+        if any(p in lowered for p in POLICY_PHRASES):
+            removed += 1
+            continue
+        sentences += spacy_sentence_count(line)
+        kept.append(line)
+    return "\n".join(kept).strip(), {
+        "c4_removed_line_frac": _ratio(removed, considered),
+        "c4_sentence_count": float(sentences),
+        "c4_lorem_ipsum": float(lorem),
+        "c4_curly_bracket": float(curly),
+    }
+
+
+def fineweb_quality(text: str) -> dict[str, float]:
+    """FineWebQualityFilter's values on the text C4 left. The duplicate-line fraction counts copies
+    after the first over the characters of the text without newlines."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    words = spacy_words(text)
+    return {
+        "fineweb_line_punct_frac": _ratio(sum(line.endswith(_FINEWEB_LINE_END) for line in lines), len(lines)),
+        "fineweb_short_line_frac": _ratio(sum(len(line) <= 30 for line in lines), len(lines)),
+        "fineweb_dup_line_char_frac": _ratio(_later_copies(lines)[1], len(text.replace("\n", ""))),
+        "fineweb_newline_word_ratio": _ratio(text.count("\n"), len(words)),
+    }

@@ -1,0 +1,94 @@
+"""Signal presets: the same documents score differently exactly where the definitions differ, and the
+curate thresholds follow the preset (docs/quality.md, "Presets")."""
+
+import pytest
+
+from dataprep.curate import CurateConfig
+from quality.document import DocumentView
+from quality.gopher import gopher_quality, gopher_repetition
+from quality.presets import fineweb_c4, fineweb_gopher_quality, fineweb_gopher_repetition, fineweb_quality
+from quality.signals import SCORE_RANGES, DocumentScorer, SignalConfig, fineweb_thresholds, paper_thresholds
+from quality.text import spacy_sentence_count, spacy_words
+from schemas.config import ConfigError, build_config, load_config, to_dict
+
+
+def test_spacy_words_split_punctuation_contractions_and_keep_abbreviations_and_urls():
+    text = "Don't use e.g. well-known (see https://x.org/a?b=1), it's 3.5x... done."
+    assert spacy_words(text) == ["Do", "n't", "use", "e.g.", "well", "-", "known", "(", "see", "https://x.org/a?b=1",
+                                 ")", ",", "it", "'s", "3.5x", "...", "done", "."]
+    assert spacy_words("x = (:param") == ["x", "=", "(", ":", "param"]  # "=(" emoticon match blocks "(:"
+    assert spacy_words("a[:]") == ["a", "[:", "]"]
+
+
+def test_spacy_sentence_count():
+    assert spacy_sentence_count("One. Two! Three") == 3
+    assert spacy_sentence_count("Version 3.5 is out, e.g. today.") == 1
+    assert spacy_sentence_count("Right?  :)") == 2  # a whitespace token after '?' starts a sentence
+
+
+def test_first_occurrence_counts_in_clover_not_in_fineweb():
+    text = "a b\na b\nc"
+    clover = gopher_repetition(DocumentView(text))
+    fineweb = fineweb_gopher_repetition(text, spacy_words(text))
+    assert clover["gopher_dup_line_frac"] == pytest.approx(2 / 3)   # both copies
+    assert fineweb["gopher_dup_line_frac"] == pytest.approx(1 / 3)  # only the later copy
+    assert fineweb["gopher_dup_line_char_frac"] == pytest.approx(3 / 9)  # over len(text), newlines included
+    words = "a b c d e a b c d e"
+    assert gopher_repetition(DocumentView(words))["gopher_dup_5gram_char_frac"] == 1.0
+    # datatrove's greedy scan: the repeat at word 5 adds "abcde" (5 characters), over len(text) = 19
+    assert fineweb_gopher_repetition(words, words.split())["gopher_dup_5gram_char_frac"] == pytest.approx(5 / 19)
+    # top n-gram: a single occurrence counts, joined with spaces
+    assert fineweb_gopher_repetition("x y z", ["x", "y", "z"])["gopher_top_2gram_char_frac"] == pytest.approx(3 / 5)
+    assert gopher_repetition(DocumentView("x y z"))["gopher_top_2gram_char_frac"] == 0.0
+
+
+def test_punctuation_tokens_are_words_in_fineweb_only():
+    text = "Hello, the world! And #tags."
+    clover = gopher_quality(DocumentView(text))
+    fineweb = fineweb_gopher_quality(text, spacy_words(text))
+    # clover words: Hello the world And tags (punctuation stripped); fineweb tokens add , ! # .
+    assert clover["gopher_word_count"] == 5 and clover["gopher_alpha_word_frac"] == 1.0
+    assert fineweb["gopher_word_count"] == 5                   # symbol-only tokens are not counted here...
+    assert fineweb["gopher_alpha_word_frac"] == pytest.approx(5 / 9)  # ...but are words in every ratio
+    assert fineweb["gopher_hash_word_ratio"] == pytest.approx(1 / 9)
+    assert clover["gopher_stop_words"] == 2 and fineweb["gopher_stop_words"] == 1  # "And" is not "and"
+
+
+def test_fineweb_c4_line_pass_and_fineweb_filter():
+    text = "  A line with words.\nok\nUse javascript { here now\nA { curly line here.\nLast line of text!"
+    kept, scores = fineweb_c4(text, require_terminal_punct=False, min_words=3, max_word_length=1000)
+    assert kept == "A line with words.\nA { curly line here.\nLast line of text!"  # stripped, short and js gone
+    assert scores["c4_curly_bracket"] == 1.0 and scores["c4_sentence_count"] == 3
+    fw = fineweb_quality(kept)
+    assert fw["fineweb_line_punct_frac"] == 1.0
+    assert fw["fineweb_newline_word_ratio"] == pytest.approx(2 / 16)
+
+
+def test_scorer_presets_fill_the_same_columns():
+    text = "The cat sat on the mat. " * 20
+    for preset in ("clover", "fineweb"):
+        _, scores = DocumentScorer(SignalConfig(preset=preset))(text)
+        assert list(scores) == list(SCORE_RANGES)
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ConfigError, match="unknown preset 'signals.preset: redpajamas'"):
+        SignalConfig(preset="redpajamas")
+    with pytest.raises(ConfigError, match="known: clover, fineweb"):
+        load_config(CurateConfig, None, {"signals.preset": "nope"})
+
+
+def test_curate_thresholds_follow_the_preset_unless_set():
+    assert load_config(CurateConfig, None, {}).thresholds == paper_thresholds()
+    cfg = load_config(CurateConfig, None, {"signals.preset": "fineweb"})
+    assert cfg.thresholds == fineweb_thresholds()
+    assert cfg.thresholds["fineweb_dup_line_char_frac"].max == 0.01 and "repeated_ngram_frac" not in cfg.thresholds
+    cfg = load_config(CurateConfig, None, {"signals.preset": "fineweb", "thresholds.gopher_word_count.min": 20,
+                                           "thresholds.fineweb_dup_line_char_frac.min": 0.0,
+                                           "thresholds.c4_curly_bracket": None})
+    assert (cfg.thresholds["gopher_word_count"].min, cfg.thresholds["gopher_word_count"].max) == (20, 100_000)
+    assert (cfg.thresholds["fineweb_dup_line_char_frac"].min, cfg.thresholds["fineweb_dup_line_char_frac"].max) == (0, 0.01)
+    assert "c4_curly_bracket" not in cfg.thresholds
+    rebuilt = build_config(CurateConfig, to_dict(cfg))  # validation rebuilds the recorded config
+    assert rebuilt.thresholds["fineweb_dup_line_char_frac"] == cfg.thresholds["fineweb_dup_line_char_frac"]
+    assert "repeated_ngram_frac" not in rebuilt.thresholds
