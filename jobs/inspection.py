@@ -1,9 +1,11 @@
 """`clover inspect PATH`: one self-contained HTML report of what a stage kept, removed and why, of a training run, or of a whole demo directory.
 
-The curate page is here; dedup, tokens and training runs are in jobs/inspect_dedup.py, inspect_tokens.py
-and inspect_run.py; a directory of outputs gets one page per output with a shared index. Aggregates come from lazy polars scans of the stored Parquet (scores of every document, kept or
-rejected), so inspecting needs no Spark and no re-scoring. The evidence in examples is found by the
-scoring code itself (`quality.evidence`).
+The curate page is here; dedup, tokens, training runs and the demo's gate story are in jobs/inspect_dedup.py,
+inspect_tokens.py and inspect_run.py; a directory of outputs gets one page per output with a shared index.
+Aggregates come from lazy polars scans of the stored Parquet (scores of every document, kept or rejected), so
+inspecting needs no Spark and no re-scoring. The evidence in examples is found by the scoring code itself
+(`quality.evidence`); the lines C4 cleaning removed by `quality.c4.c4_clean`, on the text before cleaning read
+again from the curate inputs (curate stores only the cleaned text).
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import polars as pl
 from jobs.common import exit_on_config_error
 from jobs.flags import Command, Option
 from jobs.inspect_data import Section, data_docs_index, exists, href, join, read_json, scan
+from jobs.inspect_run import is_gate_story
 from jobs.report_html import book, esc, histogram_svg, marked_text, page, table
-from quality.c4 import C4Config
-from quality.evidence import evidence, missing_stop_words
+from quality.c4 import C4Config, c4_clean
+from quality.evidence import Span, evidence, missing_stop_words
 from quality.signals import SCORE_RANGES, Bounds
+from quality.text import normalize_text
 from schemas import storage
 from schemas.config import ConfigError, parse_set_option
+from schemas.ingest import IngestConfig, input_format, parquet_units, read_unit
 from training.trainer.gate import GateConfig
 
 FACTORS = (0.75, 0.9, 1.0, 1.1, 1.25)
@@ -49,15 +54,28 @@ class CurateView:
         order = [f"fasttext_{name}_score" for name in fasttext] + list(SCORE_RANGES)
         thresholds = {name: Bounds(**bounds) for name, bounds in cfg["thresholds"].items()}
         columns = ["id", "source", *order, *(f"fasttext_{name}_label" for name in fasttext)]
-        parts = [frame.with_columns(reason=pl.lit(None, pl.String)) if frame is not None and name == "documents"
-                 else frame for name in ("documents", "rejected")
-                 for frame in [scan(join(path, name), columns + (["reason"] if name == "rejected" else []))]]
-        rows = pl.concat([p for p in parts if p is not None], how="vertical_relaxed")
-        return cls(path, report, order, thresholds, rows)
+        return cls(path, report, order, thresholds, both_outputs(path, columns))
 
     @property
     def signals(self) -> dict:
         return self.report["config"].get("signals", {})
+
+    @property
+    def c4(self) -> C4Config:
+        return C4Config(**self.signals.get("c4", {}))
+
+    @property
+    def c4_by_c4_clean(self) -> bool:
+        """Whether curate cleaned lines with `quality.c4.c4_clean`: the clover signals preset (the default)."""
+        return self.signals.get("preset", "clover") == "clover"
+
+
+def both_outputs(path: str, columns: list[str]) -> pl.LazyFrame:
+    """These columns of the kept (documents/) and rejected (rejected/) rows as one scan, with `reason` (null: kept)."""
+    parts = [frame.with_columns(reason=pl.lit(None, pl.String)) if frame is not None and name == "documents"
+             else frame for name in ("documents", "rejected")
+             for frame in [scan(join(path, name), columns + (["reason"] if name == "rejected" else []))]]
+    return pl.concat([p for p in parts if p is not None], how="vertical_relaxed")
 
 
 def passes(name: str, bounds: Bounds) -> pl.Expr:
@@ -243,10 +261,111 @@ def pick_samples(view: CurateView, k: int, seed: int) -> pl.DataFrame:
     return rejected.filter(pl.col("id").is_in(ids.implode())).with_columns(_key=key).sort("reason", "_key").collect()
 
 
-def _sample_html(view: CurateView, row: dict) -> str:
+# ---- C4 line cleaning: the lines it removed, struck through
+
+INPUT_RECORDS = 20_000  # input records read again, at most, for the text before C4 line cleaning
+CANDIDATES_PER_EXAMPLE = 10  # changed documents collected per example shown, before the pick by hash
+
+
+def c4_lines(text: str, cfg: C4Config) -> list[bool | None]:
+    """Per line of `text`: True when C4 line cleaning drops it, False when it keeps it, None when it is blank
+    (once citation markers are deleted). Each line goes through `quality.c4.c4_clean`, the function curate
+    calls, alone: its citation markers and line rules act within a line, so a line is dropped alone exactly
+    when it is dropped from the whole text."""
+    outcomes: list[bool | None] = []
+    for line in text.split("\n"):
+        cleaned, removed = c4_clean(line, cfg)
+        outcomes.append(True if removed == 1.0 else False if cleaned.strip() else None)
+    return outcomes
+
+
+def c4_spans(text: str, outcomes: list[bool | None]) -> list[Span]:
+    """The lines `c4_lines` says cleaning drops, as "removed" spans (struck through by `marked_text`)."""
+    spans, pos = [], 0
+    for line, dropped in zip(text.split("\n"), outcomes):
+        if dropped:
+            spans.append(Span(pos, pos + len(line), "removed"))
+        pos += len(line) + 1
+    return spans
+
+
+def with_c4_spans(spans: list[Span], removed: list[Span]) -> list[Span]:
+    """Evidence spans with its struck lines replaced by `removed`: `quality.evidence` strikes the lines
+    `quality.c4.drop_line` drops as they stand, without deleting citation markers first as `c4_clean` does."""
+    kept = [s for s in spans if s.kind != "removed" and not any(r.start < s.end and s.start < r.end for r in removed)]
+    return sorted(kept + removed, key=lambda s: s.start)
+
+
+@dataclass
+class BeforeCleaning:
+    """Texts as curate scored them before C4 line cleaning (normalized), read again from the curate inputs."""
+
+    texts: dict[str, str] = field(default_factory=dict)  # id -> normalized input text
+    changed: list[str] = field(default_factory=list)  # ids whose cleaning removes lines, in input order
+    read: int = 0  # input records read
+    note: str = ""  # why none could be read, when none could
+
+
+def _input_records(view: CurateView):
+    """(id, text) of the curate inputs' well-formed records, in curate's order (report.json `inputs`, sorted by
+    URI; lines or rows in order), read with the recorded ingest settings by `schemas.ingest` (no Spark); a
+    repeated id only the first time, the one curate scored (the others went to quarantine)."""
+    cfg = IngestConfig(**view.report["config"].get("ingest", {}))
+    seen: set[str] = set()
+    for uri in view.report.get("inputs") or []:
+        for unit in (parquet_units(uri) if input_format(uri) == "parquet" else [0]):
+            for batch in read_unit(uri, unit, cfg):
+                for record_id, text, error in zip(*(batch.column(n).to_pylist() for n in ("id", "text", "error"))):
+                    if error is None and record_id not in seen:
+                        seen.add(record_id)
+                        yield record_id, text
+
+
+def read_before_cleaning(view: CurateView, wanted: set[str], changed: int, budget: int = INPUT_RECORDS) -> BeforeCleaning:
+    """The pre-cleaning text of the `wanted` ids and of the first `changed` documents whose C4 cleaning removes
+    lines, from the first `budget` input records at most. Curate stores only the cleaned text."""
+    found = BeforeCleaning()
+    if not view.report.get("inputs"):
+        found.note = "report.json names no inputs"
+        return found
+    try:
+        for record_id, raw in _input_records(view):
+            found.read += 1
+            more = len(found.changed) < changed
+            if record_id in wanted or more:
+                text = normalize_text(raw)
+                removes = c4_clean(text, view.c4)[1] > 0
+                if record_id in wanted or (more and removes):
+                    found.texts[record_id] = text
+                if more and removes:
+                    found.changed.append(record_id)
+            if found.read >= budget or (len(found.changed) >= changed and wanted <= found.texts.keys()):
+                break
+    except (OSError, ValueError) as err:
+        found.note = f"the inputs could not be read again ({type(err).__name__}: {err})"
+    return found
+
+
+def _cleaning_block(text: str, stored: str | None, cfg: C4Config, frac: float | None) -> str:
+    """The text before cleaning, the removed lines struck; with the cleaned text curate stored, a check that
+    the text cleans to it (else the input changed since)."""
+    outcomes = c4_lines(text, cfg)
+    removed = sum(1 for dropped in outcomes if dropped)
+    nonblank = sum(1 for dropped in outcomes if dropped is not None)
+    same = stored is None or c4_clean(text, cfg)[0] == stored
+    check = ("" if same else " <b>This input text does not clean to the stored text: the input changed since "
+             "curate ran.</b>")
+    stored_frac = f"; stored c4_removed_line_frac {frac:.4g}" if frac is not None else ""
+    return (f'<p class="c4-lines" data-removed="{removed}" data-same="{str(same).lower()}">C4 line cleaning '
+            f"removed {removed} of {nonblank} non-blank lines (struck through){stored_frac}.{check}</p>"
+            + marked_text(text, c4_spans(text, outcomes)))
+
+
+def _sample_html(view: CurateView, row: dict, before: BeforeCleaning | None = None) -> str:
     reason = row["reason"]
-    c4 = C4Config(**view.signals.get("c4", {}))
-    spans = evidence(row["text"], reason, view.signals.get("repeated_ngram_n", 10), c4)
+    spans = evidence(row["text"], reason, view.signals.get("repeated_ngram_n", 10), view.c4)
+    if view.c4_by_c4_clean:
+        spans = with_c4_spans(spans, c4_spans(row["text"], c4_lines(row["text"], view.c4)))
     bounds = view.thresholds.get(reason)
     facts = [f"id <code>{esc(row['id'])}</code>", f"source {esc(row['source'])}"]
     if reason in row and row[reason] is not None:
@@ -256,24 +375,74 @@ def _sample_html(view: CurateView, row: dict) -> str:
               for col in row if col.startswith("fasttext_") and col.endswith("_label") and row[col]]
     if reason == "gopher_stop_words":
         facts.append(f"missing stop words: {esc(', '.join(missing_stop_words(row['text'])))}")
+    cleaned = ""
+    if before is not None and (row.get("c4_removed_line_frac") or 0) > 0:
+        text = before.texts.get(row["id"])
+        cleaned = ("<p>Before C4 line cleaning:</p>" + _cleaning_block(text, row["text"], view.c4,
+                                                                        row["c4_removed_line_frac"])
+                   if text is not None else
+                   f"<p>C4 line cleaning removed {row['c4_removed_line_frac']:.1%} of its lines; its text before "
+                   f"cleaning is not among the first {before.read:,} input records read again.</p>")
     return (f'<div class="sample" data-reason="{esc(reason)}"><p>{"; ".join(facts)}</p>'
-            f"{marked_text(row['text'], spans)}</div>")
+            f"{marked_text(row['text'], spans)}{cleaned}</div>")
 
 
-def samples_section(view: CurateView, k: int, seed: int) -> str:
-    c4_cleaned = view.signals.get("c4", {}).get("apply_line_cleaning", True)
+def samples_section(view: CurateView, picked: pl.DataFrame, before: BeforeCleaning | None) -> str:
     intro = ("<p>Highlighted: repeated n-grams or lines (orange), failing words (red), stop words found (green), "
              "lines C4 cleaning removes (struck through). "
-             + ("The stored text is already C4-cleaned (<code>signals.c4.apply_line_cleaning</code>), so removed "
-                "lines are not stored and cannot be shown.</p>" if c4_cleaned else "</p>"))
+             + ("The stored text is already C4-cleaned (<code>signals.c4.apply_line_cleaning</code>): for a document "
+                "whose cleaning removed lines, its text before cleaning follows, read again from the curate input, "
+                "with the removed lines struck through.</p>" if before is not None else "</p>"))
     parts = [intro]
     current = None
-    for row in pick_samples(view, k, seed).iter_rows(named=True):
+    for row in picked.iter_rows(named=True):
         if row["reason"] != current:
             current = row["reason"]
             parts.append(f'<h3 id="reason-{esc(current)}">{esc(current)}</h3>')
-        parts.append(_sample_html(view, row))
+        parts.append(_sample_html(view, row, before))
     return "".join(parts)
+
+
+def c4_examples(view: CurateView, k: int, seed: int, before: BeforeCleaning | None) -> list[tuple[dict, str]]:
+    """Up to k (stored row, text before cleaning) of documents, kept or rejected, whose C4 line cleaning removed
+    lines: the smallest hash of (id, seed) among the first changed ones of the inputs (`before`), or among all
+    with c4_removed_line_frac > 0 when the stored text is not cleaned (it is then the text before cleaning)."""
+    rows = both_outputs(view.path, ["id", "source", "text", "c4_removed_line_frac"])
+    key = pl.col("id").hash(seed)
+    if before is None:
+        picked = rows.filter(pl.col("c4_removed_line_frac") > 0).sort(key).head(k).collect()
+        return [(row, row["text"]) for row in picked.iter_rows(named=True)]
+    picked = rows.filter(pl.col("id").is_in(before.changed)).sort(key).head(k).collect()
+    return [(row, before.texts[row["id"]]) for row in picked.iter_rows(named=True)]
+
+
+def c4_section(view: CurateView, k: int, seed: int, before: BeforeCleaning | None) -> str:
+    cfg = view.c4
+    rules = (f"require_terminal_punct {cfg.require_terminal_punct}, min_words_per_line {cfg.min_words_per_line or 0}, "
+             f"max_word_length {cfg.max_word_length}")
+    if not view.c4_by_c4_clean:
+        return (f"<p><code>signals.preset: {esc(view.signals.get('preset'))}</code> cleans lines with its own "
+                "function, not <code>quality.c4.c4_clean</code>: the removed lines are not shown.</p>")
+    if before is None:
+        intro = ("<p><code>signals.c4.apply_line_cleaning</code> is off: the stored text is the text before "
+                 "cleaning, and the lines cleaning would remove are struck through (they were scored, not removed).")
+    else:
+        intro = ("<p>Curate stores the cleaned text. The text before cleaning is read again from the curate inputs "
+                 f"(report.json <code>inputs</code>, {before.read:,} records read, at most {INPUT_RECORDS:,}): of the "
+                 f"first {CANDIDATES_PER_EXAMPLE * k:,} documents whose cleaning removes lines, the {k} with the "
+                 "smallest hash of (id, --seed).")
+        if before.note:
+            return intro + f" Not shown: {esc(before.note)}.</p>"
+    intro += (f" A line is struck when <code>quality.c4.c4_clean</code>, the function curate calls, drops it: a "
+              f"line with “javascript” or a policy phrase, or failing the line rules ({esc(rules)}). "
+              "Citation markers ([1], [edit]) are deleted in place, not struck.</p>")
+    blocks = []
+    for row, text in c4_examples(view, k, seed, before):
+        outcome = f"rejected: {esc(row['reason'])}" if row["reason"] else "kept"
+        blocks.append(f'<div class="sample c4" data-id="{esc(row["id"])}"><p>id <code>{esc(row["id"])}</code>; '
+                      f"source {esc(row['source'])}; {outcome}</p>"
+                      f"{_cleaning_block(text, row['text'] if before is not None else None, cfg, row['c4_removed_line_frac'])}</div>")
+    return intro + ("".join(blocks) or "<p>No document had lines removed.</p>")
 
 
 def quarantine_section(path: str, limit: int = 200) -> str:
@@ -292,21 +461,29 @@ def quarantine_section(path: str, limit: int = 200) -> str:
 
 def curate_sections(path: str, samples: int, seed: int, sets: list[str]) -> list[Section]:
     view = CurateView.open(path)
+    picked = pick_samples(view, samples, seed)
+    before = None
+    if view.c4.apply_line_cleaning and view.c4_by_c4_clean:  # the stored text is cleaned: read the text before again
+        wanted = set(picked.filter(pl.col("c4_removed_line_frac") > 0)["id"]) if picked.height else set()
+        before = read_before_cleaning(view, wanted, CANDIDATES_PER_EXAMPLE * samples)
     return [
         ("funnel", "Funnel", funnel_section(view, sets)),
         ("removals", "Removals per reason and source", sources_section(view)),
         ("histograms", "Scores: kept against rejected", histograms_section(view)),
         ("whatif", "What-if thresholds", whatif_section(view)),
-        ("samples", "Examples per rejection reason", samples_section(view, samples, seed)),
+        ("samples", "Examples per rejection reason", samples_section(view, picked, before)),
+        ("c4-lines", "Lines C4 cleaning removed", c4_section(view, samples, seed, before)),
         ("quarantine", "Quarantine", quarantine_section(path)),
     ]
 
 
 def _kind(path: str) -> str | None:
-    """What PATH holds: "run" (a training run), "tokenize" (token shards), a stage's name (its report.json),
-    or None (not a Clover output: perhaps a directory of them)."""
+    """What PATH holds: "run" (a training run), "gate-story" (the demo's two gate-story arms), "tokenize" (token
+    shards), a stage's name (its report.json), or None (not a Clover output: perhaps a directory of them)."""
     if exists(join(path, "metrics.jsonl")) or (exists(join(path, "config.json")) and exists(join(path, "checkpoints"))):
         return "run"
+    if is_gate_story(path):
+        return "gate-story"
     if exists(join(path, "manifest.json")) and read_json(join(path, "manifest.json")).get("kind") == "tokens":
         return "tokenize"
     if exists(join(path, "report.json")):
@@ -326,13 +503,15 @@ def stage_summary(path: str) -> str:
 def stage_sections(path: str, kind: str, cfg: InspectConfig, sets: list[str]) -> list[Section]:
     """The sections of one stage output's page."""
     from jobs.inspect_dedup import dedup_sections
-    from jobs.inspect_run import run_sections
+    from jobs.inspect_run import gate_story_sections, run_sections
     from jobs.inspect_tokens import tokens_sections
 
     if kind == "curate":
         return curate_sections(path, cfg.samples, cfg.seed, sets)
     if kind == "run":
         return run_sections(path)
+    if kind == "gate-story":
+        return gate_story_sections(path)
     if kind == "dedup":
         sections = dedup_sections(path, cfg.samples, cfg.seed)
     elif kind == "tokenize":
@@ -368,18 +547,20 @@ def _subdirectories(path: str) -> list[str]:
                   if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))
 
 
-PAGE_ORDER = {"curate": 0, "dedup": 1, "tokenize": 3, "run": 4}
+PAGE_ORDER = {"curate": 0, "dedup": 1, "tokenize": 3, "run": 4, "gate-story": 5}
 
 
 def find_outputs(path: str) -> list[tuple[str, str]]:
     """(directory, kind) of every Clover output directly under PATH or one level deeper (runs/NAME), in
-    pipeline order: what `clover demo --out DIR` leaves."""
+    pipeline order: what `clover demo --out DIR` leaves. The gate story gets its comparison page, and its arms
+    and data their own pages."""
     found = []
     for child in _subdirectories(path):
         kind = _kind(child)
         if kind is not None:
             found.append((child, kind))
-            continue
+            if kind != "gate-story":
+                continue
         found += [(grandchild, k) for grandchild in _subdirectories(child) if (k := _kind(grandchild))]
     return sorted(found, key=lambda item: (PAGE_ORDER.get(item[1], 2), item[0]))
 

@@ -10,6 +10,7 @@ import html
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from quality.evidence import Span
 
@@ -26,6 +27,9 @@ td.l,th.l{text-align:left}
 figcaption{font-size:12px}svg text{font-size:10px}
 rect.kept{fill:#4c9a2a}rect.rejected{fill:#c0392b}line.threshold{stroke:#1f4e9c;stroke-width:2;stroke-dasharray:4 2}
 path.series{fill:none;stroke:#1f4e9c;stroke-width:1.5}circle.mark{fill:#c0392b}line.clip{stroke:#c0392b;stroke-dasharray:4 2}
+path.alt,path.held{fill:none;stroke-width:1.5}path.alt{stroke:#d35400}path.held{stroke:#2a7a2a}circle.dot.series{fill:#1f4e9c}
+circle.dot.alt{fill:#d35400}circle.dot.held{fill:#2a7a2a}text.key.clip{fill:#c0392b}text.key.series{fill:#1f4e9c}
+text.key.alt{fill:#d35400}text.key.held{fill:#2a7a2a}line.clip.alt{stroke:#d35400}line.clip.series{stroke:#1f4e9c}
 .sample{border:1px solid #ddd;margin:8px 0;padding:6px}
 .doc{white-space:pre-wrap;font:12px/1.4 ui-monospace,monospace;max-height:320px;overflow:auto;background:#fafafa}
 mark.repeat{background:#ffd27f}mark.fail{background:#f5a3a3}mark.found{background:#a8e0a8}del.removed{color:#999}
@@ -94,27 +98,79 @@ def histogram_svg(edges: Sequence[float], kept: Sequence[int], rejected: Sequenc
     return f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
 
 
-def line_svg(xs: Sequence[float], ys: Sequence[float], marks: Sequence[float] = (), hline: float | None = None,
-             width: int = 520, height: int = 160) -> str:
-    """A line chart of ys over xs; `marks` are x values marked with red dots, `hline` a dashed red line."""
-    points = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
-    if not points:
+@dataclass(frozen=True)
+class Series:
+    """One line of a chart: `cls` colours it (series: blue, alt: orange, held: green), `marks` are x values
+    marked with red dots on it, `dots` draws a dot (its step and value as a tooltip) at every point."""
+
+    label: str
+    xs: Sequence[float]
+    ys: Sequence[float]
+    cls: str = "series"
+    marks: Sequence[float] = ()
+    dots: bool = False
+
+
+MAX_POINTS = 2000  # per series of a line chart: a chart is about 500 pixels wide
+
+
+def thin(points: Sequence[tuple[float, float]], limit: int = MAX_POINTS) -> list[tuple[float, float]]:
+    """At most `limit` points of a series in x order: per run of consecutive points, its lowest and its highest
+    (in their order), so a spike of one step stays drawn however long the run."""
+    if len(points) <= limit:
+        return list(points)
+    size = -(-len(points) // (limit // 2))
+    out: list[tuple[float, float]] = []
+    for start in range(0, len(points), size):
+        chunk = points[start:start + size]
+        low, high = min(range(len(chunk)), key=lambda i: chunk[i][1]), max(range(len(chunk)), key=lambda i: chunk[i][1])
+        out += [chunk[i] for i in sorted({low, high})]
+    return out
+
+
+def lines_svg(series: Sequence[Series], hlines: Sequence[tuple[float, str, str]] = (), width: int = 520,
+              height: int = 160) -> str:
+    """Several lines on shared axes, each (value, class, label) of `hlines` a dashed horizontal line; a legend
+    of the labelled series and lines at the top when there is more than one thing to tell apart. A long series
+    is drawn through `thin`'s points; dots and marks are drawn at every point they name."""
+    drawn = [(s, [(x, y) for x, y in zip(s.xs, s.ys) if y is not None and math.isfinite(y)]) for s in series]
+    drawn = [(s, points) for s, points in drawn if points]
+    if not drawn:
         return "<p>no data</p>"
-    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
-    values = [p[1] for p in points] + ([hline] if hline is not None else [])
-    y0, y1 = min(values), max(values)
+    xs = [x for _, points in drawn for x, _ in points]
+    values = [y for _, points in drawn for _, y in points] + [value for value, _, _ in hlines]
+    x0, x1, y0, y1 = min(xs), max(xs), min(values), max(values)
+    legend = [(s.cls, s.label) for s, _ in drawn if s.label] + [(cls, label) for _, cls, label in hlines if label]
+    top = 24 if len(legend) > 1 else 10
     sx = lambda x: (x - x0) / ((x1 - x0) or 1) * (width - 40) + 35  # noqa: E731
-    sy = lambda y: height - 14 - (y - y0) / ((y1 - y0) or 1) * (height - 24)  # noqa: E731
-    path = "M" + " L".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    parts = [f'<path class="series" d="{path}"/>']
-    lookup = dict(points)
-    parts += [f'<circle class="mark" cx="{sx(x):.1f}" cy="{sy(lookup.get(x, y1)):.1f}" r="3"/>' for x in marks]
-    if hline is not None:
-        parts.append(f'<line class="clip" x1="35" x2="{width - 5}" y1="{sy(hline):.1f}" y2="{sy(hline):.1f}"/>')
-    parts.append(f'<text x="0" y="12">{y1:.4g}</text><text x="0" y="{height - 14}">{y0:.4g}</text>'
+    sy = lambda y: height - 14 - (y - y0) / ((y1 - y0) or 1) * (height - 14 - top)  # noqa: E731
+    parts = []
+    for s, points in drawn:
+        path = "M" + " L".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in thin(points))
+        parts.append(f'<path class="{esc(s.cls)}" data-label="{esc(s.label)}" d="{path}"/>')
+        if s.dots:
+            parts += [f'<circle class="dot {esc(s.cls)}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5">'
+                      f"<title>{esc(s.label)} at step {x:g}: {y:.6g}</title></circle>" for x, y in points]
+        lookup = dict(points)
+        parts += [f'<circle class="mark" cx="{sx(x):.1f}" cy="{sy(lookup.get(x, y1)):.1f}" r="3"/>' for x in s.marks]
+    for value, cls, label in hlines:
+        parts.append(f'<line class="{esc(cls)}" x1="35" x2="{width - 5}" y1="{sy(value):.1f}" y2="{sy(value):.1f}">'
+                     f"<title>{esc(label)}</title></line>")
+    if len(legend) > 1:
+        step = (width - 35) / len(legend)
+        parts += [f'<text class="key {esc(cls)}" x="{35 + i * step:.1f}" y="10">{esc(label)}</text>'
+                  for i, (cls, label) in enumerate(legend)]
+    parts.append(f'<text x="0" y="{top + 2}">{y1:.4g}</text><text x="0" y="{height - 14}">{y0:.4g}</text>'
                  f'<text x="35" y="{height - 2}">{x0:g}</text>'
                  f'<text x="{width - 5}" y="{height - 2}" text-anchor="end">{x1:g}</text>')
     return f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
+
+
+def line_svg(xs: Sequence[float], ys: Sequence[float], marks: Sequence[float] = (), hline: float | None = None,
+             width: int = 520, height: int = 160) -> str:
+    """A line chart of ys over xs; `marks` are x values marked with red dots, `hline` a dashed red line."""
+    clip = [(hline, "clip", f"threshold {hline:g}")] if hline is not None else []
+    return lines_svg([Series("", xs, ys, marks=marks)], clip, width, height)
 
 
 def bar_svg(labels: Sequence[str], counts: Sequence[int], width: int = 520, height: int = 140,

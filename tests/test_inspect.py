@@ -169,6 +169,110 @@ def test_evidence_marks_missing_stop_word_rule_tokens():
     assert [(s.start, s.end, s.kind) for s in spans] == [(0, 5, "fail"), (10, 12, "fail")]
 
 
+def test_long_series_are_thinned_keeping_spikes_and_every_mark():
+    from jobs.report_html import MAX_POINTS, Series, lines_svg, thin
+
+    steps = list(range(1, 100_001))
+    values = [1.0 + (50.0 if s == 77_777 else 0.0) + (s % 7) / 100 for s in steps]
+    points = thin(list(zip(steps, values)))
+    assert len(points) <= MAX_POINTS and (77_777, 51.0) in points and points == sorted(points)
+    svg = lines_svg([Series("loss", steps, values, marks=[10, 77_777])], [(2.0, "clip", "clip 2")])
+    path = re.search(r'<path class="series" data-label="loss" d="([^"]+)"', svg).group(1)
+    assert path.count("L") == len(points) - 1 and svg.count('<circle class="mark"') == 2
+    assert len(svg) < 60_000
+
+
+# ---- C4 line cleaning: the removed lines, struck through
+
+# (the line, whether C4 line cleaning with the paper's line rules drops it)
+C4_LINES = [
+    ("The river runs to the sea and the town grew with it over the years.", False),
+    ("Please enable JavaScript to view the comments on this page.", True),  # "javascript"
+    ("People of the valley have kept the old road for many long years.", False),
+    ("Home | About | Contact", True),  # no terminal punctuation
+    ("It is said that the bridge was built with stone from the hills.", False),
+    ("Share", True),  # fewer than 3 words
+    ("The market opens at dawn and it closes when the bell rings.", False),
+    ("This site uses cookies to give you the best experience.", True),  # a policy phrase
+    ("", None),
+    ("The bridge was rebuilt in the year 1890 by the town.[1]", False),  # ends with "." once [1] is deleted
+    ("History [edit]", True),  # one word once [edit] is deleted
+    ("Children walk to the school by the mill and the fields each day.", False),
+    ("Old maps show the road running north of the church and the inn.", False),
+]
+C4_SETTINGS = {"signals.c4.require_terminal_punct": True, "signals.c4.min_words_per_line": 3}
+
+
+@pytest.fixture(scope="module")
+def c4_corpus(tmp_path_factory):
+    """Documents C4 line cleaning changes (kept, and rejected for its word count once cleaned), one it leaves
+    alone, and one rejected whole by the lorem-ipsum rule."""
+    corpus = tmp_path_factory.mktemp("inspect-c4-corpus")
+    plain = [line for line, dropped in C4_LINES if dropped is False]
+    docs = [
+        {"id": "c4-changed", "text": "\n".join(line for line, _ in C4_LINES)},
+        {"id": "c4-changed-too", "text": "Read our privacy policy before you go on\n" + "\n".join(plain[::-1])},
+        {"id": "c4-short", "text": "Please enable JavaScript.\nThe river runs to the sea.[2]\nThe town is old."},
+        {"id": "c4-plain", "text": "\n".join(plain)},
+        {"id": "c4-lorem", "text": "\n".join([*plain, "Lorem ipsum dolor sit amet, consectetur adipiscing elit."])},
+    ]
+    (corpus / "c4.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n", encoding="utf-8")
+    return corpus, {d["id"]: d["text"] for d in docs}
+
+
+def _c4_blocks(dom: str) -> dict[str, tuple[str, list[str], str]]:
+    """id -> (the text shown before cleaning, its struck lines, the block's HTML) of the C4 section."""
+    found = {}
+    for doc_id, body in re.findall(r'<div class="sample c4" data-id="([^"]+)">(.*?)</div></div>', dom, re.S):
+        shown = body[body.index('<div class="doc">'):]
+        struck = [html.unescape(m) for m in re.findall(r'<del class="removed">(.*?)</del>', shown, re.S)]
+        found[html.unescape(doc_id)] = (html.unescape(re.sub(r"<[^>]+>", "", shown)), struck, body)
+    return found
+
+
+@pytest.mark.parametrize("cleaning", [True, False])
+def test_lines_c4_cleaning_removed_are_struck_through(spark, c4_corpus, tmp_path, cleaning):
+    """With cleaning on (curate stores the cleaned text) the text before cleaning is read again from the input; with
+    it off the stored text is that text. Either way the struck lines are the ones quality.c4.c4_clean drops."""
+    from quality.text import normalize_text
+
+    corpus, texts = c4_corpus
+    out = tmp_path / "curated"
+    report = _curate(spark, corpus, out, {**C4_SETTINGS, "signals.c4.apply_line_cleaning": cleaning})
+    assert report["removed"] == {"gopher_word_count": 1, "c4_lorem_ipsum": 1}
+    stored = {r["id"]: r for r in pl.concat([pl.read_parquet(str(out / "documents" / "*.parquet")),
+                                             pl.read_parquet(str(out / "rejected" / "*.parquet"))],
+                                            how="diagonal_relaxed").iter_rows(named=True)}
+    changed = {i for i, r in stored.items() if r["c4_removed_line_frac"] > 0}
+    assert changed == {"c4-changed", "c4-changed-too", "c4-short"}
+    dom = _dom(build_report(str(out), samples=5), tmp_path)
+    assert '<section id="c4-lines">' in dom
+    blocks = _c4_blocks(dom)
+    assert set(blocks) == changed
+    expected = {"c4-changed": [line for line, dropped in C4_LINES if dropped],
+                "c4-changed-too": ["Read our privacy policy before you go on"],
+                "c4-short": ["Please enable JavaScript."]}
+    for doc_id, (shown, struck, body) in blocks.items():
+        assert shown == normalize_text(texts[doc_id]) and struck == expected[doc_id]
+        nonblank = sum(1 for line in shown.split("\n") if line.strip())  # no line here is only a citation marker
+        assert len(struck) / nonblank == pytest.approx(stored[doc_id]["c4_removed_line_frac"])
+        assert f'data-removed="{len(struck)}" data-same="true"' in body
+        if cleaning:  # the unstruck lines, as curate cleans them, are the stored text
+            assert stored[doc_id]["text"] != shown and "This input text does not clean" not in body
+    assert "The bridge was rebuilt in the year 1890 by the town.[1]" not in blocks["c4-changed"][1]
+    short = _samples(dom)["gopher_word_count"]
+    assert len(short) == 1 and '<del class="removed">Please enable JavaScript.</del>' in short[0]
+    assert "sea.[2]</del>" not in short[0]  # quality.c4.drop_line alone would strike it: c4_clean deletes [2] first
+    assert ("Before C4 line cleaning" in short[0]) == cleaning  # else the stored text is the text before cleaning
+    assert "<del" not in _samples(dom)["c4_lorem_ipsum"][0]
+    if cleaning:  # the inputs moved: the report says so instead of guessing
+        record = json.loads((out / "report.json").read_text())
+        (out / "report.json").write_text(json.dumps({**record, "inputs": [str(tmp_path / "moved.jsonl")]}))
+        report_html = build_report(str(out), samples=5)
+        assert "Not shown: the inputs could not be read again (FileNotFoundError" in report_html
+        assert "its text before cleaning is not among the first 0 input records read again" in report_html
+
+
 # ---- dedup, tokens, runs, a directory of outputs
 
 @pytest.fixture(scope="module")
@@ -267,12 +371,14 @@ def test_tokens_page_documents_padding_top_tokens_and_gate(tokens, tmp_path):
 
 @pytest.fixture(scope="module")
 def pretrain_run(tokens, tmp_path_factory):
-    """Four steps of clover-tiny on the token shards, the spam rows rejected by a strict gate."""
+    """Four steps of clover-tiny on the token shards, the spam rows rejected by a strict gate; one of the three
+    shards held out, evaluated every 2 steps."""
     from tests.test_training import tiny_config
     from training.trainer.pretrain import train
 
     cfg = tiny_config(4)
     cfg.data.allow_unvalidated, cfg.gate.max_fraction = True, 0.05
+    cfg.eval.holdout_fraction, cfg.eval.every, cfg.eval.sequences = 0.34, 2, 8
     out = tmp_path_factory.mktemp("inspect-run") / "pretrain"
     train(cfg, str(tokens), str(out))
     return out
@@ -288,11 +394,56 @@ def test_run_page_curves_clip_line_and_decoded_rejections(pretrain_run, tmp_path
     assert '<line class="clip"' in curves["grad_norm"]
     rejected_steps = [m["step"] for m in metrics if m["gate_rejections"]]
     assert curves["loss"].count('<circle class="mark"') == len(rejected_steps)
+    held_out = [m for m in metrics if "eval_loss" in m]
+    assert [m["step"] for m in held_out] == [2, 4]  # held-out loss drawn beside the training loss
+    assert _dots(curves["loss"], "held") == [(f"{m['step']}", f"{m['eval_loss']:.6g}") for m in held_out]
+    assert "held-out loss" in dom and f"{len(held_out)} evaluations" in dom
     log = (pretrain_run / "gate_rejections.jsonl").read_text().splitlines()
     assert log and _table(dom, "gate-rejections").count("<tr>") == 1 + min(len(log), 50)
     decoded = re.findall(r'<div class="sample rejected-batch" data-micro-batch="(\d+)">', dom)
     assert decoded == [str(json.loads(line)["micro_batch"]) for line in log[:3]]
     assert dom.count('<table class="checkpoints">') == 1 and "complete" in dom
+
+
+def _dots(figure: str, cls: str) -> list[tuple[str, str]]:
+    """(step, value) of the dots of a chart's `cls` series (their tooltips)."""
+    return re.findall(rf'<circle class="dot {cls}"[^>]*><title>[^<]* at step ([\d.]+): ([^<]+)</title>', figure)
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory):
+    """A real DPO run of clover-tiny (tests/test_dpo.py's pairs and schedule): 6 steps from a 2-step pretraining
+    run, a quarter of the pairs held out and evaluated every 2 steps."""
+    from tests.test_dpo import dpo_config, write_pairs
+    from tests.token_shards import write_token_shards
+    from training.trainer.dpo import run_dpo
+    from training.trainer.pretrain import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("inspect-dpo")
+    train(TrainConfig(model="clover-tiny", micro_batch=2, grad_accum=1, max_steps=2, tensorboard=False),
+          str(write_token_shards(root / "tok")), str(root / "pre"))
+    cfg = dpo_config(6)
+    cfg.eval.every, cfg.eval.pairs, cfg.eval.holdout_fraction = 2, 8, 0.25
+    run_dpo(cfg, str(write_pairs(root / "pairs")), str(root / "pre"), str(root / "dpo"))
+    return root / "dpo"
+
+
+def test_real_dpo_run_page_shows_reward_accuracy_margin_and_held_out_metrics(dpo_run, tmp_path):
+    dom = _dom(build_report(str(dpo_run)), tmp_path)
+    assert {"run", "curves"} <= _sections(dom) and "rejections" not in _sections(dom)
+    metrics = [json.loads(line) for line in (dpo_run / "metrics.jsonl").read_text().splitlines()]
+    curves = dict(re.findall(r'<figure class="curve" data-series="([^"]+)">(.*?)</figure>', dom, re.S))
+    assert set(curves) == {"loss", "lr", "grad_norm", "tokens_per_s", "reward_accuracy", "reward_margin"}
+    evaluated = [m for m in metrics if "eval_loss" in m]
+    assert [m["step"] for m in evaluated] == [2, 4, 6]
+    for key in ("loss", "reward_accuracy", "reward_margin"):
+        assert '<path class="series" data-label="training' in curves[key]  # the training micro-batches' figure
+        assert _dots(curves[key], "held") == [(f"{m['step']}", f"{m[f'eval_{key}']:.6g}") for m in evaluated]
+    last = evaluated[-1]
+    config = json.loads((dpo_run / "config.json").read_text())
+    assert (f"held-out reward accuracy {last['eval_reward_accuracy']:.3f}, margin {last['eval_reward_margin']:.4g}, "
+            f"DPO loss {last['eval_loss']:.4g} on {last['eval_pairs']} pairs at step 6") in dom
+    assert f"{config['eval']['held_out_pairs']} pairs held out of the training pairs" in dom
 
 
 def test_dpo_run_page_shows_reward_accuracy_and_margin(tmp_path):
@@ -309,20 +460,64 @@ def test_dpo_run_page_shows_reward_accuracy_and_margin(tmp_path):
     assert "7 of 8 logged steps above it" in curves["grad_norm"]
 
 
-def test_a_directory_of_outputs_gets_one_page_each_with_an_index(curated, deduped, tokens, pretrain_run, tmp_path):
+@pytest.fixture(scope="module")
+def gate_story(tokens, pretrain_run, tmp_path_factory):
+    """The demo's gate story, for real and small: looping rows mixed into the token shards, both arms 6 steps from
+    the pretraining run's newest checkpoint (jobs/gate_story.py), under DIR/gate-story."""
+    from jobs.gate_story import GateStoryConfig, run_gate_story
+    from tests.test_training import tiny_config
+
+    demo = tmp_path_factory.mktemp("inspect-gate-story")
+    run_gate_story(demo / "gate-story", GateStoryConfig(steps=6, looping_share=0.25), tiny_config(6), pretrain_run,
+                   tokens)
+    return demo
+
+
+def test_gate_story_page_draws_both_arms_clips_and_rejections(gate_story, tmp_path):
+    from jobs.summary import gate_story as summary
+
+    numbers = summary(gate_story)
+    dom = _dom(build_report(str(gate_story / "gate-story")), tmp_path)
+    assert {"arms", "curves"} <= _sections(dom)
+    arms = dict((html.unescape(k), v) for k, *v in re.findall(
+        r'<tr><td class="l">([^<]+)</td><td class="">([^<]+)</td><td class="">([^<]+)</td></tr>',
+        _table(dom, "gate-story-arms")))
+    assert arms["batch gate"] == ["off", "on"] and arms["optimizer.grad_clip"] == ["1", "0.5"]
+    for i, name in enumerate(("ungated", "gated")):  # the demo summary's numbers
+        arm = numbers["arms"][name]
+        assert int(arms["rejected micro-batches"][i].replace(",", "")) == arm["rejected_micro_batches"]
+        assert arms["rejection rate"][i] == f"{arm['rejection_rate']:.2%}"
+        assert float(arms["max gradient norm"][i]) == pytest.approx(arm["max_grad_norm"], rel=1e-3)
+    gated = numbers["arms"]["gated"]
+    assert gated["rejected_micro_batches"] > 0 and numbers["arms"]["ungated"]["rejected_micro_batches"] == 0
+    curves = dict(re.findall(r'<figure class="curve" data-series="([^"]+)">(.*?)</figure>', dom, re.S))
+    for key in ("gate-story-loss", "gate-story-grad-norm"):
+        assert re.findall(r'<path class="(\w+)" data-label="(\w+)', curves[key]) == [("alt", "ungated"), ("series", "gated")]
+        assert curves[key].count('<circle class="mark"') == len(gated["rejected_at_steps"])
+    clips = re.findall(r'<line class="clip (\w+)"[^>]*><title>([^<]+)</title>', curves["gate-story-grad-norm"])
+    assert clips == [("alt", "ungated clip 1"), ("series", "gated clip 0.5")]
+    assert f"{numbers['looping_rows']:,} looping rows" in dom and "both arms start from" in dom
+
+
+def test_a_directory_of_outputs_gets_one_page_each_with_an_index(curated, deduped, tokens, pretrain_run, gate_story,
+                                                                   tmp_path):
     demo = tmp_path / "demo"
     (demo / "runs").mkdir(parents=True)
     (demo / "sample").mkdir()
-    for name, target in (("curated", curated[1]), ("deduped", deduped[0]), ("tokens", tokens)):
+    for name, target in (("curated", curated[1]), ("deduped", deduped[0]), ("tokens", tokens),
+                         ("gate-story", gate_story / "gate-story")):
         (demo / name).symlink_to(target, target_is_directory=True)
     (demo / "runs" / "pretrain").symlink_to(pretrain_run, target_is_directory=True)
     target = tmp_path / "index.html"
     assert main([str(demo), "--out", str(target), "--samples", "1", "--set", "gate.max_fraction=0.3"]) == 0
     dom = _dom(target.read_text(encoding="utf-8"), tmp_path)
     pages = re.findall(r'<article id="(page-\d+)" data-page="([^"]+)">', dom)
-    assert [title for _, title in pages] == ["curate curated", "dedup deduped", "tokenize tokens", "run runs/pretrain"]
+    assert [title for _, title in pages] == [
+        "curate curated", "dedup deduped", "tokenize gate-story/data", "tokenize tokens", "run gate-story/gated",
+        "run gate-story/ungated", "run runs/pretrain", "gate-story gate-story"]
     index = dom[dom.index('<ul class="index">'):dom.index("</ul>")]
     assert all(f'href="#{pid}"' in index for pid, _ in pages)
-    for pid, section in (("page-0", "funnel"), ("page-1", "pairs"), ("page-2", "gate"), ("page-3", "curves")):
+    for pid, section in (("page-0", "funnel"), ("page-1", "pairs"), ("page-3", "gate"), ("page-6", "curves"),
+                         ("page-7", "arms")):
         assert f'<section id="{pid}-{section}" data-section="{section}">' in dom
     assert "gate.max_fraction 0.3" in dom and "Error" not in re.sub(r"<[^>]+>", "", dom).split("Index")[0]
