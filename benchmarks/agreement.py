@@ -234,6 +234,30 @@ def curate_check(docs: list[dict], scores: dict[str, tuple], cfg_overrides: dict
     return len(got), differ
 
 
+def compare(docs: list[dict], theirs: list[dict], ours: dict, cfg) -> tuple[list[tuple], list[tuple]]:
+    """(per rule: name, decision agreement, max abs value difference, datatrove rejections; disagreements)."""
+    rules = [name for name in theirs[0] if not name.startswith("_")]
+    rows, listed = [], []
+    for name in rules:
+        agree = max_diff = 0.0
+        for d, t in zip(docs, theirs):
+            kept_text, scores, _ = ours[d["id"]]
+            # datatrove's max_symbol_word_ratio is one switch for both symbol rules: compare both at once
+            mine = all(cfg.thresholds[part].holds(scores[part]) for part in SHARED_SWITCH.get(name, (name,)))
+            if name.startswith("fineweb_") and not kept_text:
+                mine = False  # Clover removes the document as `empty`, datatrove's FineWeb filter too
+            same = mine == t[name][0]
+            agree += same
+            if t[name][1] is not None and not (name.startswith("fineweb_") and not kept_text):
+                max_diff = max(max_diff, abs(scores[name] - t[name][1]))
+            if not same:
+                listed.append((name, d["id"], d["source"], scores[name], t[name][1], t[name][0]))
+        rejected = sum(not t[name][0] for t in theirs)
+        rows.append((name, agree / len(docs), max_diff, rejected))
+
+    return rows, listed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdists", default="/tmp/agreement-sdists")
@@ -277,25 +301,7 @@ def main() -> None:
         ours[d["id"]] = (kept_text, scores, reason)
     clover_s = time.time() - started
 
-    rules = [name for name in theirs[0] if not name.startswith("_")]
-    rows, listed = [], []
-    for name in rules:
-        agree = max_diff = 0.0
-        for d, t in zip(docs, theirs):
-            kept_text, scores, _ = ours[d["id"]]
-            # datatrove's max_symbol_word_ratio is one switch for both symbol rules: compare both at once
-            mine = all(cfg.thresholds[part].holds(scores[part]) for part in SHARED_SWITCH.get(name, (name,)))
-            if name.startswith("fineweb_") and not kept_text:
-                mine = False  # Clover removes the document as `empty`, datatrove's FineWeb filter too
-            same = mine == t[name][0]
-            agree += same
-            if t[name][1] is not None and not (name.startswith("fineweb_") and not kept_text):
-                max_diff = max(max_diff, abs(scores[name] - t[name][1]))
-            if not same:
-                listed.append((name, d["id"], d["source"], scores[name], t[name][1], t[name][0]))
-        rejected = sum(not t[name][0] for t in theirs)
-        rows.append((name, agree / len(docs), max_diff, rejected))
-
+    rows, listed = compare(docs, theirs, ours, cfg)
     print(f"# Agreement of signals.preset=fineweb with datatrove ({time.strftime('%Y-%m-%d')})\n")
     print(f"{len(docs)} documents; machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"datatrove {datatrove_s:.0f} s (single rule runs, many per document), Clover scorer {clover_s:.0f} s\n")
@@ -306,7 +312,7 @@ def main() -> None:
     for name, share, diff, rejected in rows:
         print(f"| `{name}` | {100 * share:.2f}% | {diff:.3g} | {rejected} ({100 * rejected / len(docs):.1f}%) |")
     print(f"\nDisagreements: {len(listed)}")
-    for name, doc_id, source, mine, their_value, their_kept in listed[: args.show * len(rules)]:
+    for name, doc_id, source, mine, their_value, their_kept in listed[: args.show * len(rows)]:
         print(f"- `{name}` {doc_id} ({source}): Clover {mine:.6g}, datatrove {their_value}, datatrove keeps: {their_kept}")
     if args.curate:
         seen, differ = curate_check(docs, ours, overrides, args.master)
