@@ -3,7 +3,8 @@
 Edges stay distributed throughout; every iteration is checkpointed to cut the lineage, and nothing
 proportional to the graph reaches the driver. A graph known to be small (`driver_max_edges`) is solved
 by union-find on the driver instead: one collect, where the distributed algorithm needs a few jobs per
-iteration. Both give every node the smallest node of its component, so the outputs are identical.
+iteration. Both give every node the smallest node of its component and its degree (distinct neighbours),
+so the outputs are identical.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 @dataclass
 class ComponentsResult:
-    assignment: object  # DataFrame(node, component): every node of an edge, component = smallest node
+    assignment: object  # DataFrame(node, component, degree): every node of an edge, component = smallest node
     iterations: int
     count: int | None = None  # the number of components, when it is known without a job
 
@@ -43,13 +44,14 @@ def connected_components(edges, max_iterations: int = 100, reliable: bool = Fals
     """
     from pyspark.sql import functions as F
 
+    shape = edges.select(F.col("src").alias("node"), F.col("dst").alias("component"), F.lit(0).cast("long").alias("degree"))
     if edge_count == 0:
-        return ComponentsResult(edges.select(F.col("src").alias("node"), F.col("dst").alias("component")).limit(0), 0, 0)
+        return ComponentsResult(shape.limit(0), 0, 0)
     if edge_count is not None and edge_count <= driver_max_edges:
-        roots = smallest_member([(r[0], r[1]) for r in edges.select("src", "dst").collect()])
-        schema = edges.select(F.col("src").alias("node"), F.col("dst").alias("component")).schema
-        assignment = edges.sparkSession.createDataFrame(sorted(roots.items()), schema)
-        return ComponentsResult(assignment, 0, len(set(roots.values())))
+        pairs = [(r[0], r[1]) for r in edges.select("src", "dst").collect()]
+        roots, degrees = smallest_member(pairs), _degrees(pairs)
+        rows = sorted((node, root, degrees[node]) for node, root in roots.items())
+        return ComponentsResult(edges.sparkSession.createDataFrame(rows, shape.schema), 0, len(set(roots.values())))
     current = (edges.where(F.col("src") != F.col("dst"))
                .select(F.greatest("src", "dst").alias("u"), F.least("src", "dst").alias("v")).distinct())
     current = _checkpoint(current, reliable)
@@ -60,7 +62,7 @@ def connected_components(edges, max_iterations: int = 100, reliable: bool = Fals
         if converged:
             roots = current.select(F.col("v").alias("node"), F.col("v").alias("component")).distinct()
             assignment = current.select(F.col("u").alias("node"), F.col("v").alias("component")).unionByName(roots)
-            return ComponentsResult(assignment, iteration)
+            return ComponentsResult(assignment.join(_degree_frame(edges, F), "node"), iteration)
     raise RuntimeError(f"connected components did not converge in {max_iterations} iterations")
 
 
@@ -81,6 +83,23 @@ def smallest_member(pairs: list[tuple]) -> dict:
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)  # the smaller root wins, so a root is its component's minimum
     return {node: root(node) for node in parent}
+
+
+def _degrees(pairs: list[tuple]) -> dict:
+    """Distinct neighbours of each node (loops and repeated or reversed edges count once)."""
+    degree: dict = {}
+    for a, b in {(min(a, b), max(a, b)) for a, b in pairs if a != b}:
+        degree[a] = degree.get(a, 0) + 1
+        degree[b] = degree.get(b, 0) + 1
+    return degree
+
+
+def _degree_frame(edges, F):
+    """DataFrame(node, degree): `_degrees` on Spark."""
+    undirected = (edges.where(F.col("src") != F.col("dst"))
+                  .select(F.least("src", "dst").alias("a"), F.greatest("src", "dst").alias("b")).distinct())
+    ends = undirected.select(F.col("a").alias("node")).unionAll(undirected.select(F.col("b").alias("node")))
+    return ends.groupBy("node").agg(F.count("*").alias("degree"))
 
 
 def _checkpoint(df, reliable: bool):

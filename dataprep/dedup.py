@@ -45,7 +45,8 @@ from schemas.datasets import DUPLICATES, FEATURES, INDEX_COLUMNS
 @dataclass
 class DedupConfig:
     text_column: str = field(default="text", metadata={"help": "column holding the text"})
-    score_column: str = field(default="", metadata={"help": "representative = highest score, then smallest id"})
+    score_column: str = field(default="", metadata={
+        "help": "representative = highest score, then most verified neighbours, then smallest id"})
     shingle_n: int = field(default=5, metadata={"help": "words per shingle"})
     num_perm: int = field(default=112, metadata={"help": "MinHash permutations"})
     bands: int = field(default=14, metadata={"help": "LSH bands"})
@@ -291,15 +292,19 @@ def _similarity_graph(candidates, survivors, cfg: DedupConfig, reliable: bool) -
 
 
 def _representatives(assignment, survivors, cfg: DedupConfig, edge_count: int):
-    """(members with their kept_id, released): the best-ranked member represents its component.
+    """(members with their kept_id, released): the best-ranked member represents its component: indexed
+    first, then the highest score, then the most verified neighbours, then the smallest id.
 
     A chain A~B~C can join documents that are not alike: a member is removed only if it is itself similar
-    to the document that replaces it; otherwise it stays, as its own representative."""
+    to the document that replaces it; otherwise it stays, as its own representative. The member with the
+    most near-duplicates is the one most members resemble (of six releases of a file, a middle one rather
+    than the oldest, which the smallest id would pick), so fewer are released."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     near = assignment.join(survivors.select(F.col("id").alias("node"), "score", "priority"), "node")
-    comp_window = Window.partitionBy("component").orderBy(F.desc("priority"), F.desc_nulls_last("score"), F.asc("node"))
+    comp_window = Window.partitionBy("component").orderBy(F.desc("priority"), F.desc_nulls_last("score"),
+                                                          F.desc("degree"), F.asc("node"))
     near = (near.withColumn("_rank", F.row_number().over(comp_window))
             .withColumn("kept_id", F.first("node").over(comp_window)))
     if not (cfg.verify and edge_count):

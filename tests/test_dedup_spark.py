@@ -19,9 +19,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPARK_SUBMIT = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")  # no PATH needed
 
 
-def _components(spark, pairs, partitions=5, driver_max_edges=0):
+def _components(spark, pairs, partitions=5, driver_max_edges=0, degrees=False):
     edges = spark.createDataFrame(pairs, "src string, dst string").repartition(partitions)
     result = connected_components(edges, edge_count=len(pairs), driver_max_edges=driver_max_edges)
+    if degrees:
+        return {r["node"]: (r["component"], r["degree"]) for r in result.assignment.collect()}
     return {r["node"]: r["component"] for r in result.assignment.collect()}
 
 
@@ -29,9 +31,31 @@ def test_components_on_the_driver_equal_the_distributed_ones(spark):
     rng = random.Random(11)
     nodes = [f"d{i:03d}" for i in range(120)]
     pairs = [(rng.choice(nodes), rng.choice(nodes)) for _ in range(90)]  # loops, repeats, chains and stars
-    distributed = _components(spark, pairs)
-    assert _components(spark, pairs, driver_max_edges=len(pairs)) == distributed
-    assert len(set(distributed.values())) > 5
+    distributed = _components(spark, pairs, degrees=True)
+    assert _components(spark, pairs, driver_max_edges=len(pairs), degrees=True) == distributed
+    assert len({component for component, _ in distributed.values()}) > 5
+    assert _components(spark, [("a", "b"), ("b", "a"), ("b", "c"), ("c", "c")], degrees=True) == {
+        "a": ("a", 1), "b": ("a", 2), "c": ("a", 1)}  # distinct neighbours: repeats, reversals, loops once
+
+
+def test_the_representative_is_the_member_most_alike_the_others(spark, tmp_path):
+    """Releases of one file, a chain: v1~v2 (Jaccard 0.81), v2~v3 (0.81), v3~v4 (0.91), v1 unlike v3 and v4.
+    With the smallest id, v1, as representative, v3 and v4 were both released and kept, near-duplicates of
+    each other. The member with the most verified neighbours (v2) represents them instead."""
+    rng = random.Random(7)
+    base = " ".join(w for d in stdlib_docstrings() if len(d.split()) > 120 for w in d.split())[:6000]
+    versions = {"v1": edit_words(base, 0.025, rng), "v2": base}
+    versions["v3"] = edit_words(base, 0.025, rng)
+    versions["v4"] = edit_words(versions["v3"], 0.01, rng)
+    pq.write_table(pa.table({"id": list(versions), "text": list(versions.values())}), tmp_path / "v.parquet")
+    report = run_dedup(spark, str(tmp_path / "v.parquet"), str(tmp_path / "out"), DedupConfig(), validate=False,
+                       allow_unvalidated=True)
+    kept = [d["id"] for d in _rows(tmp_path / "out" / "documents")]
+    from quality.minhash import ShingleHasher, jaccard
+
+    shingles = dict(zip(versions, ShingleHasher(5).batch(list(versions.values()))))
+    assert not any(jaccard(shingles[a], shingles[b]) >= 0.75 for a in kept for b in kept if a < b), kept
+    assert kept == ["v2", "v4"] and report.extra["released_from_chains"] == 1  # v4 is 0.73 from v2: kept
 
 
 def test_components_transitive_chain(spark):
