@@ -52,7 +52,7 @@ def remove_overlap(spark, documents: str, index: str, out: str, cfg: DedupConfig
     removed = spark.createDataFrame([(i,) for i in overlap], "id string")
     kept = docs.join(removed, "id", "left_anti")
     staging = storage.staging_dir(out)
-    written = write_parquet(kept.repartition(partitions_for(cfg.spark, _bytes(source)), "id").sortWithinPartitions("id"),
+    written = write_parquet(kept.repartition(partitions_for(cfg.spark, storage.parquet_bytes(source)), "id").sortWithinPartitions("id"),
                             storage.join(staging, "documents"))
     record = {"documents": documents, "held_out_index": index, "input": _rows(source), "removed": len(overlap),
               "output": sum(f["rows"] for f in written), "removed_ids": overlap, "check": check}
@@ -83,7 +83,3 @@ def _ids(uri: str, column: str) -> set[str]:
 
 def _rows(uri: str) -> int:
     return sum(storage.parquet_metadata(f.uri).num_rows for f in storage.expand(uri, (".parquet",)))
-
-
-def _bytes(uri: str) -> int:
-    return sum(f.size for f in storage.expand(uri, (".parquet",)))

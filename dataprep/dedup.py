@@ -136,7 +136,7 @@ def run_dedup(spark, input_uri: str, out: str, cfg: DedupConfig, against: str | 
     gate = require_validated(input_uri, allow_unvalidated)
     source = storage.documents_path(input_uri)
     docs = _read_documents(spark, source, cfg)
-    input_bytes = _input_bytes(source)
+    input_bytes = storage.parquet_bytes(source)
     shuffle_partitions = fit_shuffle_partitions(spark, cfg.spark, input_bytes)
     staging = storage.staging_dir(out)
     checkpoints = cfg.checkpoint_dir or (storage.join(staging, "_checkpoints") if _hadoop_reaches(staging) else "")
@@ -351,10 +351,6 @@ def _write_outputs(spark, staging: str, num_partitions: int, outputs: dict) -> t
 def _hadoop_reaches(uri: str) -> bool:
     """Whether Spark's built-in Hadoop filesystems can write `uri` (object stores need extra jars)."""
     return "://" not in uri or uri.startswith(("hdfs://", "file://"))
-
-
-def _input_bytes(uri: str) -> int:
-    return sum(f.size for f in storage.expand(uri, (".parquet",)))
 
 
 def _write_index(frame, uri: str, cfg: DedupConfig, num_partitions: int) -> None:

@@ -131,6 +131,11 @@ def total_bytes(uris: str | list[str]) -> int | None:
         return None
 
 
+def parquet_bytes(uri: str) -> int:
+    """Bytes of the Parquet files a dataset path names: what a stage sizes its partitions by."""
+    return sum(f.size for f in expand(uri, (".parquet",)))
+
+
 def read_text(uri: str) -> str:
     fs, path = resolve(uri)
     with fs.open_input_stream(path) as handle:
