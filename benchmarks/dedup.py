@@ -10,7 +10,7 @@ quality: precision and recall of the Spark stage's clusters against brute-force 
     corpus with near duplicates planted at known edit rates (truth: pairs at Jaccard >= 0.8).
 scale: end-to-end time and peak memory of `clover dedup` on local Spark.
 real: outcome on real near-duplicates nobody planted: the text files of several released versions of a
-    few PyPI packages (fetched with `pip download`, unpacked here; the recipe is REAL_PACKAGES, the data
+    few PyPI packages (fetched with `pip download`, unpacked here; the recipe is PACKAGE_RELEASES, the data
     is not committed). Truth is exact Jaccard on Clover's own shingles over all pairs. Per setting:
     residual (true pairs whose documents are both kept, share of true pairs), unjustified (removed
     documents whose best Jaccard with any kept document is below the threshold, share of removals) and
@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.real_text import PACKAGE_RELEASES, archive_members, fetch_sdists, sdist_path
 from dataprep.dedup import DedupConfig, run_dedup
 from dataprep.spark import SparkConfig, spark_session
 from quality.minhash import ShingleHasher, jaccard, lsh_params, shingle_words, signatures
@@ -140,51 +141,21 @@ def bench_quality(docs: int, master: str, threshold: float) -> str:
                   "predicted pairs", "precision", "recall", "F1"), rows)
 
 
-# Packages whose sdists carry many text files, six releases each: a file barely changes between releases.
-REAL_PACKAGES = {
-    "click": ["7.1.2", "8.0.4", "8.1.3", "8.1.5", "8.1.7", "8.1.8"],
-    "jinja2": ["2.11.3", "3.0.3", "3.1.2", "3.1.3", "3.1.4", "3.1.5"],
-    "werkzeug": ["2.0.3", "2.2.3", "2.3.8", "3.0.1", "3.0.4", "3.1.3"],
-    "flask": ["1.1.4", "2.0.3", "2.2.5", "2.3.3", "3.0.3", "3.1.0"],
-    "attrs": ["21.4.0", "22.2.0", "23.1.0", "23.2.0", "24.2.0", "24.3.0"],
-    "requests": ["2.25.1", "2.27.1", "2.28.2", "2.31.0", "2.32.2", "2.32.3"],
-}
 TEXT_SUFFIXES = (".py", ".rst", ".txt", ".md", ".toml", ".cfg", ".html", ".pyi")
 
 
 def real_corpus(cache: str, min_words: int = 50) -> tuple[list[str], list[str]]:
-    """(ids, texts): every text file of at least `min_words` words in each sdist of REAL_PACKAGES."""
-    import subprocess
-
-    os.makedirs(cache, exist_ok=True)
+    """(ids, texts): every text file of at least `min_words` words in each sdist of PACKAGE_RELEASES."""
+    specs = [f"{package}=={version}" for package, versions in PACKAGE_RELEASES.items() for version in versions]
+    fetch_sdists(specs, cache)
     ids, texts = [], []
-    for package, versions in REAL_PACKAGES.items():
-        for version in versions:
-            found = [f for f in os.listdir(cache) if f.lower().startswith(f"{package}-{version}.".lower())]
-            if not found:
-                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                                f"{package}=={version}", "-d", cache], check=True, capture_output=True)
-                found = [f for f in os.listdir(cache) if f.lower().startswith(f"{package}-{version}.".lower())]
-            for name, data in _text_members(os.path.join(cache, found[0])):
-                text = data.decode("utf-8", errors="replace")
-                if len(text.split()) >= min_words:
-                    ids.append(f"{package}-{version}/{name.split('/', 1)[-1]}")
-                    texts.append(text)
+    for spec in specs:
+        for name, data in archive_members(sdist_path(cache, spec), TEXT_SUFFIXES):
+            text = data.decode("utf-8", errors="replace")
+            if len(text.split()) >= min_words:
+                ids.append(f"{spec.replace('==', '-')}/{name.split('/', 1)[-1]}")
+                texts.append(text)
     return ids, texts
-
-
-def _text_members(archive: str) -> list[tuple[str, bytes]]:
-    """(name, bytes) of the text files in an sdist (.tar.gz or .zip), by name."""
-    import tarfile
-    import zipfile
-
-    if archive.endswith((".tar.gz", ".tgz")):
-        with tarfile.open(archive) as opened:
-            return sorted((m.name, opened.extractfile(m).read()) for m in opened.getmembers()
-                          if m.isfile() and m.name.endswith(TEXT_SUFFIXES))
-    with zipfile.ZipFile(archive) as opened:
-        return sorted((i.filename, opened.read(i)) for i in opened.infolist()
-                      if not i.is_dir() and i.filename.endswith(TEXT_SUFFIXES))
 
 
 def exact_jaccard_pairs(shingles: list[np.ndarray], threshold: float) -> dict[tuple[int, int], float]:
@@ -286,7 +257,7 @@ def bench_real(threshold: float, cache: str, master: str) -> str:
     residual, unjustified, removed = outcome(shingles, truth, kept, threshold)
     rows.append(("datasketch MinHashLSH + union-find (one process)", f"threshold {threshold}", removed,
                  f"{residual:.2%}", f"{unjustified:.2%}", f"{seconds / len(ids) * 1000:.2f}", ""))
-    header = (f"{len(ids):,} real documents ({len(REAL_PACKAGES)} packages x 6 releases), {len(truth):,} true pairs "
+    header = (f"{len(ids):,} real documents ({len(PACKAGE_RELEASES)} packages x 6 releases), {len(truth):,} true pairs "
               f"at Jaccard >= {threshold}", "bands x rows", "removed", "residual (of true pairs)",
               "unjustified (of removals)", "s per 1k docs", "candidate pairs")
     return table(header, rows)
