@@ -21,8 +21,10 @@ class C4Config:
     apply_line_cleaning: bool = field(default=True, metadata={"help": "keep the cleaned text (else only score it)"})
     require_terminal_punct: bool = field(default=False, metadata={"help": "drop lines not ending in . ! ? or a quote (C4 paper: true)"})
     min_words_per_line: int | None = field(default=None, metadata={
-        "help": "drop lines with fewer words; unset: the preset's (clover 0, fineweb 3; C4 paper: 3)"})
-    max_word_length: int = field(default=1000, metadata={"help": "drop lines holding a longer word"})
+        "help": "drop lines with fewer words; unset: the preset's (clover 0, fineweb and redpajama 3; "
+                "C4 paper: 3)"})
+    max_word_length: int = field(default=1000, metadata={
+        "help": "drop lines holding a longer word (not in the redpajama preset: RedPajama-V2 has no such signal)"})
     bad_words_file: str = field(default="", metadata={"help": "optional word list, one per line; matches are counted"})
 
 

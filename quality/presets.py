@@ -10,6 +10,8 @@ fills the same columns (`quality.signals.SCORE_RANGES`), so inspect and what-if 
   Sources, datatrove 0.10.1: pipeline/filters/gopher_repetition_filter.py, gopher_quality_filter.py,
   c4_filters.py, fineweb_quality_filter.py, utils/text.py, utils/word_tokenizers.py (English: spaCy's
   blank tokenizer, reimplemented in `quality.text.spacy_words`).
+- `redpajama`: RedPajama-V2's `rps_*` signal definitions where it has them, its README's example Gopher
+  rules and C4's as thresholds (`quality.redpajama`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from collections import Counter
 
 from quality import fineweb_tables
 from quality.c4 import POLICY_PHRASES
-from quality.text import spacy_sentence_count, spacy_words
+from quality.text import ratio, spacy_sentence_count, spacy_words
 
-PRESETS = ("clover", "fineweb")
+PRESETS = ("clover", "fineweb", "redpajama")
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 _SYMBOLS = frozenset(fineweb_tables.DATATROVE_PUNCTUATION)
@@ -30,10 +32,6 @@ _C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")  # case-sensitiv
 _C4_LINE_END = (".", "?", "!", '"', "'")
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _LINE_BREAKS = re.compile("\n+")
-
-
-def _ratio(part: float, whole: float) -> float:
-    return part / whole if whole else 0.0
 
 
 def _later_copies(elements: list[str]) -> tuple[int, int]:
@@ -48,14 +46,18 @@ def _later_copies(elements: list[str]) -> tuple[int, int]:
     return copies, chars
 
 
+def most_common_ngram(words: list[str], n: int) -> tuple[tuple[str, ...], int]:
+    """The most frequent word n-gram and its count, ties going to the n-gram seen first (as
+    Counter.most_common, which datatrove and RedPajama-V2 both use); ((), 0) without n-grams."""
+    grams = Counter(zip(*(words[i:] for i in range(n))))
+    return grams.most_common(1)[0] if grams else ((), 0)
+
+
 def _top_ngram_chars(words: list[str], n: int) -> int:
-    """Characters of the most frequent word n-gram, joined by spaces, times its count; ties go to the
-    n-gram seen first; 0 without n-grams. A single occurrence counts (datatrove's find_top_duplicate)."""
-    grams = [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
-    if not grams:
-        return 0
-    gram, count = Counter(grams).most_common(1)[0]
-    return len(gram) * count
+    """Characters of the most frequent word n-gram, joined by spaces, times its count; 0 without
+    n-grams. A single occurrence counts (datatrove's find_top_duplicate)."""
+    gram, count = most_common_ngram(words, n)
+    return len(" ".join(gram)) * count
 
 
 def _greedy_duplicate_chars(words: list[str], n: int) -> int:
@@ -83,15 +85,15 @@ def fineweb_gopher_repetition(text: str, words: list[str]) -> dict[str, float]:
     line_copies, line_chars = _later_copies(lines)
     size = len(text)
     scores = {
-        "gopher_dup_line_frac": _ratio(line_copies, len(lines)),
-        "gopher_dup_para_frac": _ratio(para_copies, len(paragraphs)),
-        "gopher_dup_line_char_frac": _ratio(line_chars, size),
-        "gopher_dup_para_char_frac": _ratio(para_chars, size),
+        "gopher_dup_line_frac": ratio(line_copies, len(lines)),
+        "gopher_dup_para_frac": ratio(para_copies, len(paragraphs)),
+        "gopher_dup_line_char_frac": ratio(line_chars, size),
+        "gopher_dup_para_char_frac": ratio(para_chars, size),
     }
     for n in (2, 3, 4):
-        scores[f"gopher_top_{n}gram_char_frac"] = _ratio(_top_ngram_chars(words, n), size)
+        scores[f"gopher_top_{n}gram_char_frac"] = ratio(_top_ngram_chars(words, n), size)
     for n in range(5, 11):
-        scores[f"gopher_dup_{n}gram_char_frac"] = _ratio(_greedy_duplicate_chars(words, n), size)
+        scores[f"gopher_dup_{n}gram_char_frac"] = ratio(_greedy_duplicate_chars(words, n), size)
     return scores
 
 
@@ -104,12 +106,12 @@ def fineweb_gopher_quality(text: str, words: list[str]) -> dict[str, float]:
     lines = text.splitlines()
     return {
         "gopher_word_count": float(len(non_symbol)),
-        "gopher_mean_word_length": _ratio(sum(map(len, non_symbol)), len(non_symbol)),
-        "gopher_hash_word_ratio": _ratio(text.count("#"), n_words),
-        "gopher_ellipsis_word_ratio": _ratio(text.count("...") + text.count("…"), n_words),
-        "gopher_bullet_line_frac": _ratio(sum(s.lstrip().startswith(("•", "-")) for s in lines), len(lines)),
-        "gopher_ellipsis_line_frac": _ratio(sum(s.rstrip().endswith(("...", "…")) for s in lines), len(lines)),
-        "gopher_alpha_word_frac": _ratio(sum(any(c.isalpha() for c in w) for w in words), n_words),
+        "gopher_mean_word_length": ratio(sum(map(len, non_symbol)), len(non_symbol)),
+        "gopher_hash_word_ratio": ratio(text.count("#"), n_words),
+        "gopher_ellipsis_word_ratio": ratio(text.count("...") + text.count("…"), n_words),
+        "gopher_bullet_line_frac": ratio(sum(s.lstrip().startswith(("•", "-")) for s in lines), len(lines)),
+        "gopher_ellipsis_line_frac": ratio(sum(s.rstrip().endswith(("...", "…")) for s in lines), len(lines)),
+        "gopher_alpha_word_frac": ratio(sum(any(c.isalpha() for c in w) for w in words), n_words),
         "gopher_stop_words": float(len(STOP_WORDS.intersection(words))),
     }
 
@@ -148,7 +150,7 @@ def fineweb_c4(text: str, require_terminal_punct: bool, min_words: int,
         sentences += spacy_sentence_count(line)
         kept.append(line)
     return "\n".join(kept).strip(), {
-        "c4_removed_line_frac": _ratio(removed, considered),
+        "c4_removed_line_frac": ratio(removed, considered),
         "c4_sentence_count": float(sentences),
         "c4_lorem_ipsum": float(lorem),
         "c4_curly_bracket": float(curly),
@@ -161,8 +163,8 @@ def fineweb_quality(text: str) -> dict[str, float]:
     lines = [line for line in text.split("\n") if line.strip()]
     words = spacy_words(text)
     return {
-        "fineweb_line_punct_frac": _ratio(sum(line.endswith(_FINEWEB_LINE_END) for line in lines), len(lines)),
-        "fineweb_short_line_frac": _ratio(sum(len(line) <= 30 for line in lines), len(lines)),
-        "fineweb_dup_line_char_frac": _ratio(_later_copies(lines)[1], len(text.replace("\n", ""))),
-        "fineweb_newline_word_ratio": _ratio(text.count("\n"), len(words)),
+        "fineweb_line_punct_frac": ratio(sum(line.endswith(_FINEWEB_LINE_END) for line in lines), len(lines)),
+        "fineweb_short_line_frac": ratio(sum(len(line) <= 30 for line in lines), len(lines)),
+        "fineweb_dup_line_char_frac": ratio(_later_copies(lines)[1], len(text.replace("\n", ""))),
+        "fineweb_newline_word_ratio": ratio(text.count("\n"), len(words)),
     }

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from quality.c4 import C4Config, c4_clean, c4_document, load_bad_words
 from quality.document import DocumentView
 from quality.fineweb import fineweb
-from quality.gopher import gopher_quality, gopher_repetition
+from quality.gopher import gopher_quality, gopher_repetition, line_paragraph_repetition
 from quality.presets import (
     PRESETS,
     fineweb_c4,
@@ -16,6 +16,7 @@ from quality.presets import (
     fineweb_gopher_repetition,
     fineweb_quality,
 )
+from quality.redpajama import RedPajamaDocument, redpajama_line_pass, redpajama_scores
 from quality.repetition import repeated_ngram_fraction
 from quality.text import spacy_words
 from schemas.config import ConfigError
@@ -30,7 +31,8 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
     "gopher_dup_para_frac": FRACTION,
     "gopher_dup_line_char_frac": FRACTION,
     "gopher_dup_para_char_frac": FRACTION,
-    **{f"gopher_top_{n}gram_char_frac": FRACTION for n in (2, 3, 4)},
+    # the fineweb and redpajama definitions exceed 1 where the top n-gram overlaps itself ("a a a a")
+    **{f"gopher_top_{n}gram_char_frac": NONNEGATIVE for n in (2, 3, 4)},
     **{f"gopher_dup_{n}gram_char_frac": FRACTION for n in range(5, 11)},
     "gopher_word_count": NONNEGATIVE,
     "gopher_mean_word_length": NONNEGATIVE,
@@ -105,7 +107,24 @@ def fineweb_thresholds() -> dict[str, Bounds]:
     return thresholds
 
 
-_PRESET_THRESHOLDS = {"clover": paper_thresholds, "fineweb": fineweb_thresholds}
+def redpajama_thresholds() -> dict[str, Bounds]:
+    """The RPv2 dataset card's example Gopher rules on its signals (huggingface.co/datasets/togethercomputer/
+    RedPajama-Data-V2, README `gopher_rules_pass`: 50 <= words <= 100,000, 3 <= mean word length <= 10,
+    symbol/word ratio <= 0.1, bullet lines / lines <= 0.9, top 2-gram <= 0.2), the rules it elides ("rule 5:
+    ...") at Gopher's Table A1 values, and C4's document rules (>= 5 sentences, no lorem ipsum, no curly
+    bracket, no bad word). No rule where RPv2 has no signal (duplicate lines and paragraphs, FineWeb's rules,
+    the repeated n-gram gate), for the stop-word fraction (no published threshold; Gopher's counts 8 words),
+    or for the ellipsis share of the symbol ratio (its rule is the symbol ratio's, on gopher_hash_word_ratio)."""
+    thresholds = paper_thresholds()
+    for name in ("gopher_dup_line_frac", "gopher_dup_para_frac", "gopher_dup_line_char_frac",
+                 "gopher_dup_para_char_frac", "gopher_ellipsis_word_ratio", "gopher_stop_words",
+                 "fineweb_line_punct_frac", "fineweb_short_line_frac", "fineweb_dup_line_char_frac",
+                 "fineweb_newline_word_ratio", "repeated_ngram_frac"):
+        del thresholds[name]
+    return thresholds
+
+
+_PRESET_THRESHOLDS = {"clover": paper_thresholds, "fineweb": fineweb_thresholds, "redpajama": redpajama_thresholds}
 
 
 def check_preset(preset: str) -> None:
@@ -158,7 +177,8 @@ class SignalConfig:
 
     preset: str = field(default="clover", metadata={
         "help": "definitions and default thresholds: clover (Clover's reading of the papers), fineweb "
-                "(datatrove's, as FineWeb ran them); see docs/quality.md"})
+                "(datatrove's, as FineWeb ran them), redpajama (RedPajama-V2's rps_* signals, its README's "
+                "Gopher rules and C4's); see docs/quality.md"})
     c4: C4Config = field(default_factory=C4Config)
     repeated_ngram_n: int = field(default=10, metadata={"help": "n of the repeated n-gram fraction over words"})
 
@@ -177,6 +197,8 @@ class DocumentScorer:
     def __call__(self, text: str) -> tuple[str, dict[str, float]]:
         if self.cfg.preset == "fineweb":
             return self._fineweb(text)
+        if self.cfg.preset == "redpajama":
+            return self._redpajama(text)
         cleaned, removed_frac = c4_clean(text, self.cfg.c4)
         if self.cfg.c4.apply_line_cleaning:
             text = cleaned
@@ -195,8 +217,7 @@ class DocumentScorer:
         C4 kept (on the text as it arrives when line cleaning is off)."""
         c4 = self.cfg.c4
         words = spacy_words(text)
-        min_words = 3 if c4.min_words_per_line is None else c4.min_words_per_line
-        cleaned, c4_scores = fineweb_c4(text, c4.require_terminal_punct, min_words, c4.max_word_length)
+        cleaned, c4_scores = fineweb_c4(text, c4.require_terminal_punct, self._min_words(), c4.max_word_length)
         kept = cleaned if c4.apply_line_cleaning else text
         doc = DocumentView(kept)
         scores = {
@@ -208,6 +229,29 @@ class DocumentScorer:
             "repeated_ngram_frac": repeated_ngram_fraction(doc.token_ids[0], self.cfg.repeated_ngram_n),
         }
         return kept, {name: scores[name] for name in SCORE_RANGES}
+
+    def _redpajama(self, text: str) -> tuple[str, dict[str, float]]:
+        """RPv2 computes every signal on the whole document: the rps_* columns score the text as it
+        arrives, C4's line rules on its line signals pick the text kept, and the columns RPv2 has no signal
+        for take Clover's definitions on the text kept (no rule in this preset's thresholds)."""
+        c4 = self.cfg.c4
+        rp = RedPajamaDocument(text)
+        cleaned, removed_frac = redpajama_line_pass(rp, c4.require_terminal_punct, self._min_words())
+        kept = cleaned if c4.apply_line_cleaning else text
+        doc = DocumentView(kept)
+        scores = {
+            **line_paragraph_repetition(doc),
+            **fineweb(doc),
+            "c4_removed_line_frac": removed_frac,
+            "repeated_ngram_frac": repeated_ngram_fraction(doc.token_ids[0], self.cfg.repeated_ngram_n),
+            **redpajama_scores(rp, self.bad_words),  # fineweb_line_punct_frac included: RPv2's line flag
+        }
+        return kept, {name: scores[name] for name in SCORE_RANGES}
+
+    def _min_words(self) -> int:
+        """C4's minimum words per line: the config's, else C4's 3 (the fineweb and redpajama presets)."""
+        value = self.cfg.c4.min_words_per_line
+        return 3 if value is None else value
 
 
 def first_failing_rule(scores: dict[str, float], thresholds: dict[str, Bounds]) -> str | None:

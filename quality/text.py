@@ -13,6 +13,11 @@ _TRAILING_SPACE = re.compile(r"[^\S\n]+(?=\n|\Z)")
 _PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~…«»“”‘’„‚‹›—–·•¡¿"
 
 
+def ratio(part: float, whole: float) -> float:
+    """part / whole, 0 for an empty whole: every signal's ratio, so an empty document scores 0, not NaN."""
+    return part / whole if whole else 0.0
+
+
 def normalize_text(text: str) -> str:
     """NFC, unified line endings, control characters removed, trailing whitespace trimmed.
 

@@ -66,7 +66,7 @@ def test_fineweb_c4_line_pass_and_fineweb_filter():
 
 def test_scorer_presets_fill_the_same_columns():
     text = "The cat sat on the mat. " * 20
-    for preset in ("clover", "fineweb"):
+    for preset in ("clover", "fineweb", "redpajama"):
         _, scores = DocumentScorer(SignalConfig(preset=preset))(text)
         assert list(scores) == list(SCORE_RANGES)
 
@@ -74,7 +74,7 @@ def test_scorer_presets_fill_the_same_columns():
 def test_unknown_preset_is_refused():
     with pytest.raises(ConfigError, match="unknown preset 'signals.preset: redpajamas'"):
         SignalConfig(preset="redpajamas")
-    with pytest.raises(ConfigError, match="known: clover, fineweb"):
+    with pytest.raises(ConfigError, match="known: clover, fineweb, redpajama"):
         load_config(CurateConfig, None, {"signals.preset": "nope"})
 
 
