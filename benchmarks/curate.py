@@ -1,10 +1,22 @@
-"""Documents per second per core of `clover curate`, against datatrove's Gopher, C4 and FineWeb filters.
+"""Documents per second per core of `clover curate` on real text, beside Clover's scorer alone and datatrove.
 
-    python benchmarks/curate.py --docs 100000 --master 'local[2]'
+    python benchmarks/curate.py --docs 10000 --master 'local[2]'
+    python benchmarks/curate.py --corpus generated --docs 100000 --doc-chars 2000
 
-datatrove must be importable (install it in the benchmark's environment only, never as a dependency)
-or given as another interpreter with --datatrove-python. It scores a subset of the same documents,
-one process on one core, with its usual early exit (a document stops at its first failing filter).
+For each signal preset, in one run on the same documents:
+- `clover curate` end to end, as a user runs it (a fresh `clover curate` process: Spark start, read,
+  normalize, score, write three outputs, Great Expectations validation, commit), per core of the master;
+- Clover's normalization and scorer alone, one process on one core, all scores (no early exit);
+- datatrove's Gopher repetition, Gopher quality, C4 and FineWeb filters, one process on one core, with
+  the early exit FineWeb ran them with (a document stops at its first failing filter). It is the peer of
+  every preset; install it in the benchmark's environment only (`--datatrove-python`, see
+  benchmarks/agreement.py).
+Then where the stage's time went, from Spark's event log: each Spark stage's wall time and its tasks'
+run and CPU time.
+
+The real corpus is the Python standard library's text files and those inside the sdists of
+`real_text.DOC_SDISTS` and `real_text.PACKAGE_RELEASES` (cached in --sdists and --releases; fetched once
+with network), 200 B to 100 kB each, in a fixed mixed order.
 """
 
 from __future__ import annotations
@@ -16,17 +28,29 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
+import glob
 import json
 import platform
 import subprocess
 import tempfile
 import time
 
-from dataprep.curate import CurateConfig, run_curate
-from dataprep.spark import SparkConfig, spark_session
+from benchmarks.real_text import (
+    DOC_SDISTS,
+    PACKAGE_RELEASES,
+    archive_members,
+    fetch_sdists,
+    sdist_path,
+    stable_order,
+    stdlib_files,
+)
+from quality.presets import PRESETS
 from quality.signals import DocumentScorer, SignalConfig
 from quality.text import normalize_text
 from schemas.sample import prose_documents
+
+TEXT_SUFFIXES = (".py", ".rst", ".txt", ".md")
+MIN_BYTES, MAX_BYTES = 200, 100_000
 
 DATATROVE_SCRIPT = r"""
 import json, sys, time
@@ -52,77 +76,145 @@ print(json.dumps({"docs": len(docs), "seconds": time.perf_counter() - start, "ke
 """
 
 
-def make_corpus(directory: str, docs: int, doc_chars: int, files: int) -> list[str]:
-    """Prose documents of about doc_chars characters, one in ten made repetitive, as JSONL files."""
+def real_corpus(docs: int, sdists: str, releases: str) -> list[tuple[str, str]]:
+    """(id, text) of up to `docs` real text files: the standard library's, then the sdists'."""
+    releases_only = [f"{p}=={v}" for p, vs in PACKAGE_RELEASES.items() for v in vs if f"{p}=={v}" not in DOC_SDISTS]
+    specs = {sdists: list(DOC_SDISTS), releases: releases_only}
+    named = [(f"stdlib/{name}", data) for name, data in stdlib_files(TEXT_SUFFIXES, MIN_BYTES, MAX_BYTES)]
+    for folder, pins in specs.items():
+        fetch_sdists(pins, folder)
+        for spec in pins:
+            named += [(f"{spec}/{name}", data) for name, data in
+                      archive_members(sdist_path(folder, spec), TEXT_SUFFIXES, MAX_BYTES) if len(data) >= MIN_BYTES]
+    texts = [(name, data.decode("utf-8", errors="replace")) for name, data in named]
+    return stable_order(texts)[:docs]
+
+
+def generated_corpus(docs: int, doc_chars: int) -> list[tuple[str, str]]:
+    """Prose documents of about doc_chars characters, one in ten made repetitive."""
     texts = prose_documents(docs, doc_chars, seed=0)
     for i in range(0, docs, 10):
         texts[i] = (texts[i][:200] + " ") * (doc_chars // 200)
+    return [(f"doc-{i:07d}", text) for i, text in enumerate(texts)]
+
+
+def write_jsonl(directory: str, documents: list[tuple[str, str]], files: int) -> list[str]:
     paths = []
-    per_file = -(-docs // files)
+    per_file = -(-len(documents) // files)
     for f in range(files):
         path = os.path.join(directory, f"part-{f:03d}.jsonl")
         with open(path, "w", encoding="utf-8") as handle:
-            for i in range(f * per_file, min(docs, (f + 1) * per_file)):
-                handle.write(json.dumps({"id": f"doc-{i:07d}", "text": texts[i]}) + "\n")
+            for doc_id, text in documents[f * per_file:(f + 1) * per_file]:
+                handle.write(json.dumps({"id": doc_id, "text": text}) + "\n")
         paths.append(path)
     return paths
 
 
+def run_stage(paths: list[str], out: str, preset: str, master: str, event_dir: str) -> tuple[float, dict]:
+    """Wall seconds of one `clover curate` process, and its report."""
+    sets = {"signals.preset": preset, "spark.master": master, "spark.conf.spark.eventLog.enabled": "true",
+            "spark.conf.spark.eventLog.dir": event_dir, "spark.conf.spark.eventLog.compress": "false",
+            "spark.conf.spark.eventLog.rolling.enabled": "false"}
+    command = [sys.executable, "-m", "jobs.cli", "curate", *paths, "--out", out]
+    for key, value in sets.items():
+        command += ["--set", f"{key}={value}"]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as handle:
+        return seconds, json.load(handle)
+
+
+def spark_stages(event_dir: str) -> list[tuple[str, int, float, float, float]]:
+    """(call site, Spark stages, wall s, task run s, task CPU s) from the event log, summed by call site:
+    the file:line of Clover's code (or the library's) that ran the job."""
+    (log,) = glob.glob(os.path.join(event_dir, "*"))
+    sites: dict[str, list[float]] = {}
+    with open(log, encoding="utf-8") as handle:
+        for line in handle:
+            event = json.loads(line)
+            if event.get("Event") != "SparkListenerStageCompleted":
+                continue
+            info = event["Stage Info"]
+            metrics = {m["Name"]: m.get("Value", 0) for m in info.get("Accumulables", [])}
+            verb, _, where = info["Stage Name"].partition(" at ")
+            site = f"{verb} at {os.path.basename(where)}"
+            if "great_expectations" in where:
+                site = "Great Expectations validation"
+            totals = sites.setdefault(site, [0, 0.0, 0.0, 0.0])
+            totals[0] += 1
+            totals[1] += (info["Completion Time"] - info["Submission Time"]) / 1000
+            totals[2] += metrics.get("internal.metrics.executorRunTime", 0) / 1000
+            totals[3] += metrics.get("internal.metrics.executorCpuTime", 0) / 1e9
+    return sorted(((site, *totals) for site, totals in sites.items()), key=lambda row: -row[2])
+
+
+def scorer_rate(texts: list[str], preset: str) -> float:
+    """Documents per second of normalization and scoring in this process."""
+    scorer = DocumentScorer(SignalConfig(preset=preset))
+    scorer(normalize_text(texts[0]))
+    start = time.perf_counter()
+    for text in texts:
+        scorer(normalize_text(text))
+    return len(texts) / (time.perf_counter() - start)
+
+
+def datatrove_rate(python: str, path: str, docs: int) -> float:
+    result = subprocess.run([python, "-c", DATATROVE_SCRIPT, path, str(docs)], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"datatrove run failed (install it with --datatrove-python):\n{result.stderr[-2000:]}")
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return measured["docs"] / measured["seconds"]
+
+
+def markdown(header: tuple, rows: list[tuple]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--docs", type=int, default=100_000)
-    parser.add_argument("--doc-chars", type=int, default=2000)
+    parser.add_argument("--corpus", choices=["real", "generated"], default="real")
+    parser.add_argument("--docs", type=int, default=10_000)
+    parser.add_argument("--doc-chars", type=int, default=2000, help="generated: characters per document")
+    parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--datatrove-docs", type=int, default=5000, help="subset datatrove scores")
-    parser.add_argument("--datatrove-python", default=sys.executable, help="interpreter with datatrove installed")
-    parser.add_argument("--write", help="also write the table as markdown to this file")
+    parser.add_argument("--sample-docs", type=int, default=2000, help="documents the one-process runs score")
+    parser.add_argument("--sdists", default="/tmp/agreement-sdists", help="real: cache of DOC_SDISTS")
+    parser.add_argument("--releases", default="/tmp/clover-real-corpus", help="real: cache of PACKAGE_RELEASES")
+    parser.add_argument("--datatrove-python", default="/tmp/venv-dt/bin/python")
+    parser.add_argument("--write", help="also write the tables as markdown to this file")
     args = parser.parse_args()
     cores = int(args.master.split("[")[1].rstrip("]")) if "[" in args.master else os.cpu_count()
-
+    documents = (real_corpus(args.docs, args.sdists, args.releases) if args.corpus == "real"
+                 else generated_corpus(args.docs, args.doc_chars))
+    sample = [text for _, text in documents[: args.sample_docs]]
     with tempfile.TemporaryDirectory() as tmp:
-        paths = make_corpus(tmp, args.docs, args.doc_chars, files=max(cores * 4, 8))
-        spark = spark_session(SparkConfig(master=args.master, driver_memory="4g"), "clover-bench-curate")
-        cfg = CurateConfig(spark=SparkConfig(partitions=cores * 4))
-        start = time.perf_counter()
-        report = run_curate(spark, paths, os.path.join(tmp, "out"), cfg, validate=False)
-        spark_seconds = time.perf_counter() - start
-        spark.stop()
-
-        with open(paths[0], encoding="utf-8") as handle:
-            texts = [json.loads(line)["text"] for line in handle][: args.datatrove_docs]
-        scorer = DocumentScorer(SignalConfig())
-        start = time.perf_counter()
-        for text in texts:
-            scorer(normalize_text(text))
-        scorer_rate = len(texts) / (time.perf_counter() - start)
-
-        result = subprocess.run([args.datatrove_python, "-c", DATATROVE_SCRIPT, paths[0], str(args.datatrove_docs)],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            sys.exit(f"datatrove run failed (install it with --datatrove-python):\n{result.stderr[-2000:]}")
-        datatrove = json.loads(result.stdout.strip().splitlines()[-1])
-
-    stage_rate = report.input / spark_seconds / cores
-    datatrove_rate = datatrove["docs"] / datatrove["seconds"]
-    rows = [
-        ("clover curate (Spark, end to end: read, score, write)", f"{report.input:,}", f"{spark_seconds:.1f}",
-         f"{stage_rate:,.0f}", f"{stage_rate / datatrove_rate:.2f}x"),
-        ("clover scorer alone (one process, all scores, no early exit)", f"{len(texts):,}", "",
-         f"{scorer_rate:,.0f}", f"{scorer_rate / datatrove_rate:.2f}x"),
-        ("datatrove Gopher+C4+FineWeb filters (one process, early exit)", f"{datatrove['docs']:,}",
-         f"{datatrove['seconds']:.1f}", f"{datatrove_rate:,.0f}", "1.00x"),
-    ]
-    header = ("run", "docs", "seconds", "docs/s/core", "vs datatrove")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    meta = (f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, master {args.master}, "
-            f"{args.docs:,} docs of ~{args.doc_chars} chars; kept {report.output:,}, removed "
-            f"{sum(report.removed.values()):,}")
-    table = "\n".join([meta, "", *lines])
-    print(table)
+        paths = write_jsonl(tmp, documents, files=max(cores * 4, 8))
+        peer = datatrove_rate(args.datatrove_python, paths[0], args.sample_docs)
+        rates, breakdown = [], []
+        for preset in args.presets.split(","):
+            event_dir = os.path.join(tmp, f"events-{preset}")
+            os.makedirs(event_dir)
+            seconds, report = run_stage(paths, os.path.join(tmp, f"out-{preset}"), preset, args.master, event_dir)
+            stage, alone = report["input"] / seconds / cores, scorer_rate(sample, preset)
+            rates.append((preset, f"{report['input']:,}", f"{seconds:.1f}", f"{stage:,.0f}", f"{alone:,.0f}",
+                          f"{peer:,.0f}", f"{stage / alone:.0%}", f"{stage / peer:.2f}x", f"{report['output']:,}"))
+            breakdown += [(preset, site, count, f"{wall:.1f}", f"{run:.1f}", f"{cpu:.1f}")
+                          for site, count, wall, run, cpu in spark_stages(event_dir)]
+    size = sum(len(text.encode()) for _, text in documents) / len(documents)
+    meta = (f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, master {args.master}; "
+            f"{len(documents):,} {args.corpus} documents, mean {size / 1000:.1f} kB; one-process rates on the "
+            f"first {len(sample):,}")
+    lines = [meta, "", *markdown(("preset", "docs", "curate s", "curate docs/s/core", "scorer alone docs/s/core",
+                                  "datatrove docs/s/core", "curate / scorer", "curate / datatrove", "kept"), rates),
+             "", "Where `clover curate`'s Spark time went (event log):", "",
+             *markdown(("preset", "call site", "Spark stages", "wall s", "task run s", "task CPU s"), breakdown)]
+    print("\n".join(lines))
     if args.write:
         with open(args.write, "w", encoding="utf-8") as handle:
-            handle.write(f"# curate benchmark\n\n`python benchmarks/curate.py {' '.join(sys.argv[1:])}`\n\n{table}\n")
+            handle.write(f"# curate benchmark\n\n`python benchmarks/curate.py {' '.join(sys.argv[1:])}`\n\n"
+                         + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

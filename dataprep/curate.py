@@ -18,7 +18,7 @@ from dataprep.spark import (
     partitions_for,
     read_parquet,
     ship_file,
-    write_parquet,
+    write_parquet_routed,
 )
 from dataprep.stages import Option, Stage, register
 from dataprep.validate import DEFAULT_REMOVAL_BOUNDS, commit_stage
@@ -177,17 +177,13 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return _PartitionScorer(cfg, {name: path() for name, path in model_paths.items()})(batches)
 
-    scored = ordered.mapInArrow(score, from_arrow_schema(_scored_schema(cfg))).persist()
-    try:
-        counts = {(r["dest"], r["reason"]): r["count"] for r in scored.groupBy("dest", "reason").count().collect()}
-        documents, rejected = output_schemas(cfg)
-        staging = storage.staging_dir(out)
-        outputs = {KEPT: documents, REJECTED: rejected, QUARANTINED: QUARANTINE}
-        for dest, schema in outputs.items():
-            write_parquet(scored.filter(F.col("dest") == dest).select(*schema.names), storage.join(staging, dest),
-                          schema.arrow())
-    finally:
-        scored.unpersist()
+    scored = ordered.mapInArrow(score, from_arrow_schema(_scored_schema(cfg)))
+    documents, rejected = output_schemas(cfg)
+    staging = storage.staging_dir(out)
+    outputs = {dest: (storage.join(staging, dest), schema.arrow())
+               for dest, schema in ((KEPT, documents), (REJECTED, rejected), (QUARANTINED, QUARANTINE))}
+    written = write_parquet_routed(scored, "dest", outputs, tally="reason")
+    counts = {(dest, reason): n for dest, entry in written.items() for reason, n in entry["counts"].items()}
 
     report = StageReport.from_counts(
         "curate", counts, KEPT, REJECTED, QUARANTINED, config=to_dict(cfg),

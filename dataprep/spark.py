@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ class SparkConfig:
     driver_memory: str = field(default="4g", metadata={"help": "driver memory when Clover starts Spark itself"})
     partitions: int = field(default=0, metadata={"help": "output partitions; 0 derives them from the input size"})
     bytes_per_partition: int = field(default=128 << 20, metadata={"help": "input bytes per partition when partitions is 0"})
+    min_partitions: int = field(default=16, metadata={
+        "help": "when partitions is 0, an input of N MiB gets at least min(N, this) partitions, so a small "
+                "input still spreads over a cluster's cores (one 128 MiB partition ran on one core)"})
     conf: dict[str, str] = field(default_factory=dict, metadata={"help": "extra Spark settings"})
     class_archive: bool = field(default=True, metadata={
         "help": "start a local driver JVM from a class-data archive in $CLOVER_CACHE (~/.cache/clover), "
@@ -155,10 +159,11 @@ def quarantine_rows(frame, source: str, reason_column: str = "_reason"):
 
 
 def partitions_for(cfg: SparkConfig, input_bytes: int) -> int:
-    """A partition count that depends on the input only, so output does not vary with the cluster."""
+    """A partition count that depends on the input only, so output does not vary with the cluster: one per
+    `bytes_per_partition`, and at least one per MiB up to `min_partitions`."""
     if cfg.partitions > 0:
         return cfg.partitions
-    return max(1, -(-input_bytes // cfg.bytes_per_partition))
+    return max(1, -(-input_bytes // cfg.bytes_per_partition), min(cfg.min_partitions, input_bytes >> 20))
 
 
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
@@ -249,48 +254,105 @@ def write_parquet(df, uri: str, schema: pa.Schema | None = None, compression: st
     target = schema if schema is not None else to_arrow_schema(df.schema)
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        part = _PartFile(uri, target, compression, row_group_rows, convert)
+        for batch in batches:
+            part.write(batch)
+        yield pa.RecordBatch.from_pylist([part.close()], schema=_WRITTEN)
+
+    written = [row.asDict() for row in df.mapInArrow(write, _WRITTEN_DDL).collect()]
+    return sorted(written, key=lambda r: r["file"]) or [_empty_part(uri, target, compression)]
+
+
+def write_parquet_routed(df, route: str, outputs: dict[str, tuple[str, pa.Schema]], tally: str,
+                         compression: str = "zstd", row_group_rows: int = 16384) -> dict[str, dict]:
+    """`write_parquet` into several datasets in one pass: a row goes to the output its `route` column names,
+    as that output's schema's columns. Saves a persisted DataFrame read back once per output.
+
+    Returns, per output, {"files": [{file, rows, bytes, sha256}], "counts": {value of `tally`: rows}}.
+    """
+    import pyarrow.compute as pc
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        parts = {name: _PartFile(uri, schema, compression, row_group_rows) for name, (uri, schema) in outputs.items()}
+        counts: dict[str, dict] = {name: {} for name in outputs}
+        for batch in batches:
+            for name, part in parts.items():
+                rows = batch.filter(pc.equal(batch.column(route), name))
+                if rows.num_rows:
+                    part.write(rows.select(outputs[name][1].names))
+                    for value, count in zip(*rows.column(tally).value_counts().flatten()):
+                        key = value.as_py()
+                        counts[name][key] = counts[name].get(key, 0) + count.as_py()
+        yield pa.RecordBatch.from_pylist([{**part.close(), "output": name, "counts": json.dumps(list(counts[name].items()))}
+                                          for name, part in parts.items()], schema=_ROUTED)
+
+    result: dict[str, dict] = {name: {"files": [], "counts": {}} for name in outputs}
+    for row in df.mapInArrow(write, _ROUTED_DDL).collect():
+        entry = result[row["output"]]
+        entry["files"].append({key: row[key] for key in _WRITTEN.names})
+        for key, count in json.loads(row["counts"]):
+            entry["counts"][key] = entry["counts"].get(key, 0) + count
+    for name, (uri, schema) in outputs.items():
+        result[name]["files"] = sorted(result[name]["files"], key=lambda r: r["file"]) or \
+            [_empty_part(uri, schema, compression)]
+    return result
+
+
+class _PartFile:
+    """One task's Parquet file, written under an attempt name and renamed into place when complete, so a
+    failed or repeated attempt never leaves a partial part behind."""
+
+    def __init__(self, uri: str, schema: pa.Schema, compression: str, row_group_rows: int,
+                 convert: Callable[[pa.Table], pa.Table] | None = None) -> None:
         from pyspark import TaskContext
 
         context = TaskContext.get()
-        name = f"part-{context.partitionId():05d}.parquet"
-        fs, directory = storage.resolve(uri)
-        fs.create_dir(directory, recursive=True)
-        attempt = f"{directory}/.{name}.attempt-{context.attemptNumber()}"
-        rows, pending, digest = 0, [], hashlib.sha256()
+        self.name = f"part-{context.partitionId():05d}.parquet"
+        self.fs, self.directory = storage.resolve(uri)
+        self.fs.create_dir(self.directory, recursive=True)
+        self.attempt = f"{self.directory}/.{self.name}.attempt-{context.attemptNumber()}"
+        self.schema, self.row_group_rows, self.convert = schema, row_group_rows, convert
+        self.rows, self.pending, self.digest = 0, [], hashlib.sha256()
+        self.sink = _HashingStream(self.fs.open_output_stream(self.attempt), self.digest)
+        self.writer = pq.ParquetWriter(self.sink, schema, compression=compression)
 
-        def flush(writer: pq.ParquetWriter) -> None:
-            table = pa.Table.from_batches(pending)
-            writer.write_table((convert(table) if convert else table).cast(target), row_group_size=row_group_rows)
-            pending.clear()
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.pending.append(batch)
+        self.rows += batch.num_rows
+        if sum(b.num_rows for b in self.pending) >= self.row_group_rows:
+            self._flush()
 
-        with _HashingStream(fs.open_output_stream(attempt), digest) as sink, \
-                pq.ParquetWriter(sink, target, compression=compression) as writer:
-            for batch in batches:
-                pending.append(batch)
-                rows += batch.num_rows
-                if sum(b.num_rows for b in pending) >= row_group_rows:
-                    flush(writer)
-            if pending:
-                flush(writer)
-        fs.move(attempt, f"{directory}/{name}")
-        size = fs.get_file_info(f"{directory}/{name}").size
-        yield pa.RecordBatch.from_pydict({"file": [name], "rows": [rows], "bytes": [size],
-                                          "sha256": [digest.hexdigest()]}, schema=_WRITTEN)
+    def _flush(self) -> None:
+        table = pa.Table.from_batches(self.pending)
+        table = self.convert(table) if self.convert else table
+        self.writer.write_table(table.cast(self.schema), row_group_size=self.row_group_rows)
+        self.pending.clear()
 
-    written = sorted((row.asDict() for row in df.mapInArrow(write, _WRITTEN_DDL).collect()), key=lambda r: r["file"])
-    if not written:  # Spark may plan no partition at all for an empty result; keep the schema on disk
-        fs, directory = storage.resolve(uri)
-        fs.create_dir(directory, recursive=True)
-        digest = hashlib.sha256()
-        with _HashingStream(fs.open_output_stream(f"{directory}/part-00000.parquet"), digest) as sink:
-            pq.write_table(target.empty_table(), sink, compression=compression)
-        size = fs.get_file_info(f"{directory}/part-00000.parquet").size
-        written = [{"file": "part-00000.parquet", "rows": 0, "bytes": size, "sha256": digest.hexdigest()}]
-    return written
+    def close(self) -> dict:
+        if self.pending:
+            self._flush()
+        self.writer.close()
+        self.sink.close()
+        self.fs.move(self.attempt, f"{self.directory}/{self.name}")
+        size = self.fs.get_file_info(f"{self.directory}/{self.name}").size
+        return {"file": self.name, "rows": self.rows, "bytes": size, "sha256": self.digest.hexdigest()}
+
+
+def _empty_part(uri: str, schema: pa.Schema, compression: str) -> dict:
+    """Spark may plan no partition at all for an empty result: keep the schema on disk in one empty part."""
+    fs, directory = storage.resolve(uri)
+    fs.create_dir(directory, recursive=True)
+    digest = hashlib.sha256()
+    with _HashingStream(fs.open_output_stream(f"{directory}/part-00000.parquet"), digest) as sink:
+        pq.write_table(schema.empty_table(), sink, compression=compression)
+    size = fs.get_file_info(f"{directory}/part-00000.parquet").size
+    return {"file": "part-00000.parquet", "rows": 0, "bytes": size, "sha256": digest.hexdigest()}
 
 
 _WRITTEN = pa.schema([("file", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string())])
 _WRITTEN_DDL = "file string, rows long, bytes long, sha256 string"
+_ROUTED = _WRITTEN.append(pa.field("output", pa.string())).append(pa.field("counts", pa.string()))
+_ROUTED_DDL = _WRITTEN_DDL + ", output string, counts string"
 
 
 class _HashingStream:

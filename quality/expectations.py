@@ -22,7 +22,8 @@ def _bounded(value: float | None) -> float | None:
 
 
 def documents_suite(score_ranges: dict[str, tuple[float, float]], thresholds: dict[str, Bounds]) -> list:
-    """Kept documents: ids present and unique, text non-empty, every score in range and within its rule."""
+    """Kept documents: ids present and unique, text non-empty, every score within its valid range and its rule
+    (the intersection of the two)."""
     ex = _gx()
     suite = [
         ex.ExpectColumnValuesToNotBeNull(column="id"),
@@ -30,10 +31,12 @@ def documents_suite(score_ranges: dict[str, tuple[float, float]], thresholds: di
         ex.ExpectColumnValuesToNotBeNull(column="text"),
         ex.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1),
     ]
-    for name, (low, high) in score_ranges.items():
+    for name in {**score_ranges, **thresholds}:  # one check per column: Great Expectations runs a job per check
+        low, high = score_ranges.get(name, (-math.inf, math.inf))
+        rule = thresholds.get(name, Bounds())
+        low = low if rule.min is None else max(low, rule.min)
+        high = high if rule.max is None else min(high, rule.max)
         suite.append(ex.ExpectColumnValuesToBeBetween(column=name, min_value=_bounded(low), max_value=_bounded(high)))
-    for name, bounds in thresholds.items():
-        suite.append(ex.ExpectColumnValuesToBeBetween(column=name, min_value=bounds.min, max_value=bounds.max))
     return suite
 
 

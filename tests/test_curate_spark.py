@@ -13,7 +13,7 @@ import pytest
 import zstandard
 
 from dataprep.curate import CurateConfig, run_curate
-from dataprep.spark import SparkConfig, fit_shuffle_partitions
+from dataprep.spark import SparkConfig, fit_shuffle_partitions, partitions_for, write_parquet_routed
 from quality.signals import DocumentScorer, SignalConfig, first_failing_rule, paper_thresholds
 from schemas import ReportMismatch, StageReport
 from schemas.config import load_config
@@ -190,3 +190,27 @@ def test_shuffle_partitions_a_stage_sets_win_on_an_existing_session(spark):
         assert spark.conf.get("spark.sql.shuffle.partitions") == "3"
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", "4")
+
+
+def test_partitions_follow_the_input_only_with_a_floor_for_small_inputs():
+    cfg = SparkConfig()
+    assert partitions_for(cfg, 100) == 1 and partitions_for(cfg, 3 << 20) == 3  # a sample stays one file
+    assert partitions_for(cfg, 104 << 20) == 16  # 104 MiB spreads over 16, not one 128 MiB partition
+    assert partitions_for(cfg, 4 << 30) == 32 and partitions_for(SparkConfig(partitions=5), 4 << 30) == 5
+
+
+def test_routed_write_puts_every_row_in_exactly_one_output_and_counts_it(spark, tmp_path):
+    rows = [(f"d{i}", ["keep", "drop", "hold"][i % 3], None if i % 3 == 0 else f"r{i % 2}") for i in range(30)]
+    frame = spark.createDataFrame(rows, "id string, dest string, reason string").repartition(4, "id")
+    schema = pa.schema([("id", pa.string()), ("reason", pa.string())])
+    outputs = {dest: (str(tmp_path / dest), schema) for dest in ("keep", "drop", "hold", "never")}
+    written = write_parquet_routed(frame, "dest", outputs, tally="reason")
+    read = {dest: pq.read_table(str(tmp_path / dest)).to_pylist() for dest in outputs}
+    assert sorted(r["id"] for rs in read.values() for r in rs) == sorted(r[0] for r in rows)
+    for dest in outputs:
+        assert sorted(r["id"] for r in read[dest]) == sorted(r[0] for r in rows if r[1] == dest)
+        assert sum(f["rows"] for f in written[dest]["files"]) == len(read[dest])
+        assert sum(written[dest]["counts"].values()) == len(read[dest])
+    assert written["keep"]["counts"] == {None: 10} and written["drop"]["counts"] == {"r0": 5, "r1": 5}
+    assert written["never"]["counts"] == {} and len(written["never"]["files"]) == 4  # every partition, schema kept
+    assert not [p for p in tmp_path.rglob(".*attempt*")]

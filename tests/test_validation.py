@@ -275,3 +275,14 @@ def test_a_single_file_is_checked_before_spark(tmp_path):
                              "files": {"one.jsonl": one.stat().st_size}}
     with pytest.raises(ValueError, match="token shards are read through the manifest.json"):
         check_dataset(str(one), "tokens")
+
+
+def test_documents_suite_checks_each_score_once_within_its_range_and_rule():
+    from math import inf
+
+    from quality.expectations import documents_suite
+    from quality.signals import Bounds
+
+    suite = documents_suite({"a": (0.0, 1.0), "b": (0.0, inf)}, {"a": Bounds(max=0.3), "c": Bounds(min=2)})
+    between = [(e.column, e.min_value, e.max_value) for e in suite if type(e).__name__ == "ExpectColumnValuesToBeBetween"]
+    assert between == [("a", 0.0, 0.3), ("b", 0.0, None), ("c", 2, None)]
