@@ -88,15 +88,17 @@ def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str)
     success = True
     for name, (frame, expectations) in frames.items():
         batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("whole")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{kind}.{name}", expectations=expectations))
-        definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=f"{kind}-{name}", validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["clover"])],
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0}))
         cached = _checked_columns(frame, expectations).persist()
         try:
-            result = checkpoint.run(batch_parameters={"dataframe": cached})
+            result = _checkpoint(context, batch, f"{kind}.{name}", expectations, 0).run(
+                batch_parameters={"dataframe": cached})
+            failed = [item.expectation_config.to_domain_obj() for run in result.run_results.values()
+                      for item in run.results if not item.success]
+            if failed:  # a page of the failing checks with examples of their unexpected values
+                for expectation in failed:
+                    expectation.id = None  # a copy, free to join another suite
+                _checkpoint(context, batch, f"{kind}.{name}.unexpected", failed, 20).run(
+                    batch_parameters={"dataframe": cached})
         finally:
             cached.unpersist()
         success &= result.success
@@ -115,6 +117,19 @@ def run_suites(frames: dict[str, tuple[object, list]], docs_dir: str, kind: str)
         shutil.rmtree(local_docs)
     return Validation(kind, success, checks, storage.join(docs_dir, "index.html") if "://" in docs_dir
                       else os.path.join(local_docs, "index.html"))
+
+
+def _checkpoint(context, batch, suite_name: str, expectations: list, examples: int):
+    """A checkpoint of one suite over one batch that updates the Data Docs. `examples` unexpected values are
+    sampled per failing check, at the cost of a Spark job per check: 0 for the run every dataset gets."""
+    import great_expectations as gx
+
+    suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name=suite_name, data=batch, suite=suite))
+    return context.checkpoints.add(gx.Checkpoint(
+        name=suite_name, validation_definitions=[definition],
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["clover"])],
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": examples}))
 
 
 def _checked_columns(frame, expectations: list):

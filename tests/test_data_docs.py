@@ -17,8 +17,10 @@ from jobs.inspect_data import href
 from jobs.inspection import build_report
 from quality import expectations as suites
 
-# Suite -> how many expectations it holds; one checkpoint run, so one validation page, per suite.
+# Suite -> how many expectations it holds; one checkpoint run, so one validation page, per suite, and one
+# more for the failing checks of a failing suite, with examples of their unexpected values.
 SUITES = {"documents": 3, "duplicates": 2}
+FAILING = {"documents/unexpected": 1}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def test_every_asset_is_shipped_with_its_licence():
 
 def test_no_remote_asset_is_left_and_every_local_link_resolves(site):
     pages = list(site.rglob("*.html"))
-    assert len(pages) == 1 + 2 * len(SUITES)  # the index, an expectation page and a validation page per suite
+    assert len(pages) == 1 + 2 * len(SUITES | FAILING)  # the index, an expectation and a validation page per suite
     for page in pages:
         html = page.read_text(encoding="utf-8")
         assert remote_asset_links(html) == [], page
@@ -79,21 +81,23 @@ def test_index_renders_one_row_per_validation_run_offline(site):
     assert not _table_rows(raw.replace("<table\n", "<table "), "ge-index-page-validation-results-table")
     dom = _dom(site / "index.html")
     rows = _table_rows(dom, "ge-index-page-validation-results-table")
-    assert len(rows) == len(SUITES)  # built from the page's data by bootstrap-table, which loaded from static/vendor
+    assert len(rows) == len(SUITES | FAILING)  # built from the page's data by bootstrap-table, loaded from static/vendor
     links = re.findall(r'<tr\b[^>]*data-href="(validations/[^"]+)"', dom)
-    assert sorted(Path(link).parts[2] for link in links) == sorted(SUITES)
+    assert sorted(link.split("/__none__/")[0].split("/", 2)[2] for link in links) == sorted(SUITES | FAILING)
     assert 'class="bootstrap-table bootstrap4"' in dom and "search-input" in dom
 
 
-@pytest.mark.parametrize("suite", sorted(SUITES))
+@pytest.mark.parametrize("suite", sorted(SUITES | FAILING))
 def test_validation_page_renders_its_expectation_rows_offline(site, suite):
-    (page,) = (site / "validations" / "dedup" / suite).rglob("*.html")
+    (page,) = (site / "validations" / "dedup" / suite / "__none__").rglob("*.html")
     dom = _dom(page)
     tables = re.findall(r'<table\b[^>]*data-search="True"[^>]*>(.*?)</table>', dom, re.S)
     rows = [row for table in tables for row in re.findall(r'<tr\b[^>]*\bdata-index="\d+"', table)]
-    assert len(rows) == SUITES[suite]
-    if suite == "documents":
+    assert len(rows) == (SUITES | FAILING)[suite]
+    if suite.startswith("documents"):
         assert "fa-times" in dom  # the failed uniqueness expectation's icon
+    if suite in FAILING:
+        assert ">h2<" in dom  # the duplicated value, as an example
 
 
 def test_an_unknown_remote_asset_is_reported(tmp_path):

@@ -53,6 +53,8 @@ def test_duplicate_id_fails_and_is_named(spark, curated, tmp_path):
     result = validate_dataset(spark, str(bad))
     assert not result.success
     assert ("documents", "expect_column_values_to_be_unique", "id") in _failed(result)
+    examples = list((bad / "data_docs" / "validations" / "curate" / "documents" / "unexpected").rglob("*.html"))
+    assert examples and f">{first.column('id')[0].as_py()}<" in examples[0].read_text()  # the failing check's values
     with pytest.raises(UnvalidatedDataset, match="validation failed.*expect_column_values_to_be_unique"):
         run_dedup(spark, str(bad), str(tmp_path / "dedup"), DedupConfig())
 
