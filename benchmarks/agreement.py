@@ -5,7 +5,7 @@
 
 The corpus is real technical English built offline: the docstrings of Python's standard library
 (`schemas.sample.stdlib_docstrings(min_words=10)`) and every .rst/.txt/.md file under 300 kB inside the
-pinned source distributions of SDISTS (fetched once with `pip download --no-deps --no-binary :all:`).
+pinned source distributions of `real_text.DOC_SDISTS` (fetched once with `pip download --no-deps --no-binary :all:`).
 Each text is normalized as `clover curate` does, exact duplicates dropped, then handed to both sides.
 
 datatrove lives only in the benchmark's environment (`--datatrove-python`, default /tmp/venv-dt):
@@ -34,13 +34,11 @@ import argparse
 import json
 import platform
 import subprocess
-import tarfile
 import tempfile
 import time
 
-SDISTS = ("docutils==0.21.2", "sphinx==7.4.7", "pytest==8.3.3", "SQLAlchemy==2.0.36", "click==8.1.7",
-          "flask==3.0.3", "attrs==24.2.0", "jinja2==3.1.4", "requests==2.32.3", "pip==24.2", "sympy==1.13.3",
-          "Pygments==2.18.0", "babel==2.16.0", "alembic==1.13.3", "httpx==0.27.2", "setuptools==75.1.0")
+from benchmarks.real_text import DOC_SDISTS, archive_members, fetch_sdists
+
 TEXT_SUFFIXES = (".rst", ".txt", ".md")
 SHARED_SWITCH = {name: ("gopher_hash_word_ratio", "gopher_ellipsis_word_ratio")
                  for name in ("gopher_hash_word_ratio", "gopher_ellipsis_word_ratio")}
@@ -174,13 +172,6 @@ open(sys.argv[1], "w", encoding="utf-8").write("\n".join(out))
 '''
 
 
-def fetch(folder: str, python: str) -> None:
-    os.makedirs(folder, exist_ok=True)
-    for spec in SDISTS:
-        subprocess.run([python, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        "--no-build-isolation", spec, "-d", folder], check=True)
-
-
 def corpus(folder: str) -> list[dict]:
     """(id, source, normalized text) of every distinct document, in a fixed order."""
     from quality.text import normalize_text
@@ -190,13 +181,11 @@ def corpus(folder: str) -> list[dict]:
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         if not name.endswith(".tar.gz"):
             continue
-        with tarfile.open(os.path.join(folder, name)) as tar:
-            for member in sorted(tar.getmembers(), key=lambda m: m.name):
-                if member.isfile() and member.name.lower().endswith(TEXT_SUFFIXES) and member.size < 300_000:
-                    try:
-                        raw.append((member.name, tar.extractfile(member).read().decode("utf-8")))
-                    except UnicodeDecodeError:
-                        continue
+        for member, data in archive_members(os.path.join(folder, name), TEXT_SUFFIXES, 300_000):
+            try:
+                raw.append((member, data.decode("utf-8")))
+            except UnicodeDecodeError:
+                continue
     seen, docs = set(), []
     for source, text in raw:
         text = normalize_text(text)
@@ -273,7 +262,7 @@ def main() -> None:
                        check=True)
         return
     if args.fetch:
-        fetch(args.sdists, args.datatrove_python)
+        fetch_sdists(list(DOC_SDISTS), args.sdists, args.datatrove_python)
 
     from dataprep.curate import CurateConfig
     from quality.signals import DocumentScorer, first_failing_rule
