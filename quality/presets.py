@@ -16,17 +16,20 @@ fills the same columns (`quality.signals.SCORE_RANGES`), so inspect and what-if 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
 
 from quality import fineweb_tables
 from quality.c4 import POLICY_PHRASES
-from quality.text import ratio, spacy_sentence_count, spacy_words
+from quality.text import ratio, spacy_words_and_sentences
 
 PRESETS = ("clover", "fineweb", "redpajama")
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
-_SYMBOLS = frozenset(fineweb_tables.DATATROVE_PUNCTUATION)
 _FINEWEB_LINE_END = tuple(fineweb_tables.DATATROVE_TERMINAL_PUNCTUATION)
 _C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")  # case-sensitive, "[]" included
 _C4_LINE_END = (".", "?", "!", '"', "'")
@@ -60,17 +63,57 @@ def _top_ngram_chars(words: list[str], n: int) -> int:
     return len(" ".join(gram)) * count
 
 
-def _greedy_duplicate_chars(words: list[str], n: int) -> int:
-    """datatrove's find_all_duplicate: scan left to right; an n-gram (words concatenated without
-    separator) seen before adds its characters and the scan jumps past it, so the first occurrence
-    never counts and overlapping repeats count once."""
+_BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
+
+
+def _greedy_duplicate_chars(words: list[str], sizes: range) -> dict[int, int]:
+    """datatrove's find_all_duplicate for each n in `sizes`: scan left to right; an n-gram (words
+    concatenated without separator) seen before adds its characters and the scan jumps past it, so the
+    first occurrence never counts and overlapping repeats count once.
+
+    Only an n-gram that occurs twice can be seen again, so each scan visits only those positions, found
+    by a polynomial hash of the joined characters (mod 2**64); a hash match is confirmed on the strings,
+    and a collision falls back to scanning the strings themselves."""
+    joined = "".join(words)
+    offsets = np.fromiter(itertools.accumulate(map(len, words), initial=0), dtype=np.int64, count=len(words) + 1)
+    codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    powers = np.concatenate(([np.uint64(1)], np.cumprod(np.full(len(codes), _BASE, dtype=np.uint64))))
+    inverse = np.concatenate(([np.uint64(1)], np.cumprod(np.full(len(codes), pow(_BASE, -1, 1 << 64), dtype=np.uint64))))
+    prefix = np.concatenate(([np.uint64(0)], np.cumsum(codes * powers[:-1], dtype=np.uint64)))
+    result = {}
+    for n in sizes:
+        starts, ends = offsets[:max(len(words) - n + 1, 0)], offsets[n:]
+        keys = (prefix[ends] - prefix[starts]) * inverse[starts] ^ (ends - starts).astype(np.uint64)
+        result[n] = _scan_repeats(joined, keys, starts.tolist(), ends.tolist(), n)
+    return result
+
+
+def _scan_repeats(joined: str, keys: np.ndarray, starts: list[int], ends: list[int], n: int) -> int:
+    _, index, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    keys_list = keys.tolist()
+    first: dict[int, int] = {}
+    chars = i = 0
+    for position in np.flatnonzero(counts[index] > 1).tolist():
+        if position < i:
+            continue
+        earlier = first.setdefault(keys_list[position], position)
+        if earlier == position:
+            i = position + 1
+        elif joined[starts[earlier]:ends[earlier]] == joined[starts[position]:ends[position]]:
+            chars, i = chars + ends[position] - starts[position], position + n
+        else:
+            return _scan_strings(joined, starts, ends, n)
+    return chars
+
+
+def _scan_strings(joined: str, starts: list[int], ends: list[int], n: int) -> int:
+    """The same scan over the strings themselves (after a 64-bit hash collision)."""
     seen: set[str] = set()
     chars = i = 0
-    while i < len(words) - n + 1:
-        gram = "".join(words[i:i + n])
+    while i < len(starts):
+        gram = joined[starts[i]:ends[i]]
         if gram in seen:
-            chars += len(gram)
-            i += n
+            chars, i = chars + len(gram), i + n
         else:
             seen.add(gram)
             i += 1
@@ -92,8 +135,8 @@ def fineweb_gopher_repetition(text: str, words: list[str]) -> dict[str, float]:
     }
     for n in (2, 3, 4):
         scores[f"gopher_top_{n}gram_char_frac"] = ratio(_top_ngram_chars(words, n), size)
-    for n in range(5, 11):
-        scores[f"gopher_dup_{n}gram_char_frac"] = ratio(_greedy_duplicate_chars(words, n), size)
+    for n, chars in _greedy_duplicate_chars(words, range(5, 11)).items():
+        scores[f"gopher_dup_{n}gram_char_frac"] = ratio(chars, size)
     return scores
 
 
@@ -102,7 +145,7 @@ def fineweb_gopher_quality(text: str, words: list[str]) -> dict[str, float]:
     mean length use the tokens holding a character outside datatrove's punctuation set, every other
     ratio all tokens. Stop words match case-sensitively."""
     n_words = len(words)
-    non_symbol = [w for w in words if any(c not in _SYMBOLS for c in w)]
+    non_symbol = [w for w in words if w.strip(fineweb_tables.DATATROVE_PUNCTUATION)]  # a character not in the set
     lines = text.splitlines()
     return {
         "gopher_word_count": float(len(non_symbol)),
@@ -116,14 +159,18 @@ def fineweb_gopher_quality(text: str, words: list[str]) -> dict[str, float]:
     }
 
 
-def fineweb_c4(text: str, require_terminal_punct: bool, min_words: int,
-               max_word_length: int) -> tuple[str, dict[str, float]]:
-    """C4QualityFilter's line pass and document values: (text kept, scores). Lines are stripped; a
+def fineweb_c4(text: str, require_terminal_punct: bool, min_words: int, max_word_length: int,
+               line_view: Callable[[str], tuple[list[str], int]] = spacy_words_and_sentences,
+               ) -> tuple[str, dict[str, float], list[str]]:
+    """C4QualityFilter's line pass and document values: (text kept, scores, spacy_words of the text kept,
+    which are its lines' words, since a newline ends every special-case match). Lines are stripped; a
     line goes for a word longer than max_word_length, (option) no terminal mark or an ellipsis end,
     fewer than min_words words (blank lines included), `javascript`, or a policy phrase. `lorem
     ipsum` counts on lines that got past the word rules, `{` on those that also lack `javascript`,
-    sentences (spaCy's sentencizer) on the lines kept."""
+    sentences (spaCy's sentencizer) on the lines kept. `line_view` gives a line's spaCy words and
+    sentences (a caller that has them already passes its memo)."""
     kept: list[str] = []
+    kept_words: list[str] = []
     considered = removed = sentences = 0
     lorem = curly = False
     for line in text.splitlines():
@@ -147,21 +194,22 @@ def fineweb_c4(text: str, require_terminal_punct: bool, min_words: int,
         if any(p in lowered for p in POLICY_PHRASES):
             removed += 1
             continue
-        sentences += spacy_sentence_count(line)
+        line_words, line_sentences = line_view(line)
+        sentences += line_sentences
+        kept_words += line_words
         kept.append(line)
     return "\n".join(kept).strip(), {
         "c4_removed_line_frac": ratio(removed, considered),
         "c4_sentence_count": float(sentences),
         "c4_lorem_ipsum": float(lorem),
         "c4_curly_bracket": float(curly),
-    }
+    }, kept_words
 
 
-def fineweb_quality(text: str) -> dict[str, float]:
-    """FineWebQualityFilter's values on the text C4 left. The duplicate-line fraction counts copies
-    after the first over the characters of the text without newlines."""
+def fineweb_quality(text: str, words: list[str]) -> dict[str, float]:
+    """FineWebQualityFilter's values on the text C4 left and its spacy_words. The duplicate-line fraction
+    counts copies after the first over the characters of the text without newlines."""
     lines = [line for line in text.split("\n") if line.strip()]
-    words = spacy_words(text)
     return {
         "fineweb_line_punct_frac": ratio(sum(line.endswith(_FINEWEB_LINE_END) for line in lines), len(lines)),
         "fineweb_short_line_frac": ratio(sum(len(line) <= 30 for line in lines), len(lines)),

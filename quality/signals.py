@@ -18,7 +18,7 @@ from quality.presets import (
 )
 from quality.redpajama import RedPajamaDocument, redpajama_line_pass, redpajama_scores
 from quality.repetition import repeated_ngram_fraction
-from quality.text import spacy_words
+from quality.text import spacy_words_and_sentences
 from schemas.config import ConfigError
 
 INF = math.inf
@@ -216,16 +216,25 @@ class DocumentScorer:
         """datatrove's pipeline order: Gopher on the text as it arrives, C4's line pass, FineWeb on what
         C4 kept (on the text as it arrives when line cleaning is off)."""
         c4 = self.cfg.c4
-        words = spacy_words(text)
-        cleaned, c4_scores = fineweb_c4(text, c4.require_terminal_punct, self._min_words(), c4.max_word_length)
-        kept = cleaned if c4.apply_line_cleaning else text
+        views: dict[str, tuple[list[str], int]] = {}
+
+        def line_view(line: str) -> tuple[list[str], int]:
+            if line not in views:
+                views[line] = spacy_words_and_sentences(line)
+            return views[line]
+
+        # a line break ends every special-case match, so the text's words are its stripped lines' words
+        words = [word for line in text.splitlines() for word in line_view(line.strip())[0]]
+        cleaned, c4_scores, cleaned_words = fineweb_c4(text, c4.require_terminal_punct, self._min_words(),
+                                                       c4.max_word_length, line_view)
+        kept, kept_words = (cleaned, cleaned_words) if c4.apply_line_cleaning else (text, words)
         doc = DocumentView(kept)
         scores = {
             **fineweb_gopher_repetition(text, words),
             **fineweb_gopher_quality(text, words),
             **c4_scores,
             "c4_bad_word_count": c4_document(doc, 0.0, self.bad_words)["c4_bad_word_count"],
-            **fineweb_quality(kept),
+            **fineweb_quality(kept, kept_words),
             "repeated_ngram_frac": repeated_ngram_fraction(doc.token_ids[0], self.cfg.repeated_ngram_n),
         }
         return kept, {name: scores[name] for name in SCORE_RANGES}

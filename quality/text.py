@@ -122,15 +122,19 @@ def _split_affixes(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str
 
 
 @functools.lru_cache(maxsize=1)
-def _special_patterns() -> tuple[dict[tuple[str, ...], str], int]:
+def _special_patterns() -> tuple[dict[tuple[str, ...], str], dict[str, tuple[int, ...]]]:
     """spaCy's special-case matcher: special cases holding an affix, as the tokens they split into
-    without special cases (Tokenizer.add_special_case with faster_heuristics)."""
+    without special cases (Tokenizer.add_special_case with faster_heuristics), and for each first token
+    the pattern lengths that start with it, so that a scan tries only those."""
     prefix, suffix, infixes, _, specials, _ = _spacy_rules()
     patterns = {}
     for key in specials:
         if prefix(key) or suffix(key) or any(True for _ in infixes(key)):
             patterns[tuple(_split_affixes(key, _NO_SPECIALS))] = key
-    return patterns, max(map(len, patterns))
+    lengths: dict[str, set[int]] = {}
+    for pattern in patterns:
+        lengths.setdefault(pattern[0], set()).add(len(pattern))
+    return patterns, {first: tuple(sorted(n)) for first, n in lengths.items()}
 
 
 def _apply_special_cases(tokens: list[str], chunk_of: list[int]) -> list[str]:
@@ -138,11 +142,11 @@ def _apply_special_cases(tokens: list[str], chunk_of: list[int]) -> list[str]:
     longest matches first, of equal length the earliest; a match touching a token of any earlier
     one (taken or not) is dropped. A match across a
     single space takes its tokens but changes nothing (its text, space included, is no special case)."""
-    patterns, longest = _special_patterns()
+    patterns, lengths_from = _special_patterns()
     specials = _spacy_rules()[4]
-    matches = [(start - end, start, end) for start in range(len(tokens))
-               for end in range(start + 1, min(len(tokens), start + longest) + 1)
-               if tuple(tokens[start:end]) in patterns]
+    matches = [(-n, start, start + n) for start, token in enumerate(tokens) if token in lengths_from
+               for n in lengths_from[token]
+               if start + n <= len(tokens) and tuple(tokens[start:start + n]) in patterns]
     if not matches:
         return tokens
     seen: set[int] = set()
@@ -193,19 +197,33 @@ def spacy_words(text: str) -> list[str]:
     """datatrove's `split_into_words` for English: spaCy's blank English tokenizer, whitespace tokens
     dropped (datatrove/utils/word_tokenizers.py, SpaCyTokenizer + strip_strings). Punctuation marks are
     tokens of their own, so they count as words in every signal that uses this view."""
-    return [t for t in (tok.strip() for tok in _spacy_tokens(text)) if t]
+    return _words(_spacy_tokens(text))
+
+
+def spacy_sentence_count(text: str) -> int:
+    """Sentences of datatrove's `split_into_sentences` (spaCy's Sentencizer over spacy_words): a
+    sentence ends after a sentence-final mark, at the next token that is not punctuation. At least 1."""
+    return _sentences(_spacy_tokens(text))
+
+
+def spacy_words_and_sentences(text: str) -> tuple[list[str], int]:
+    """`spacy_words` and `spacy_sentence_count` of one text from one tokenization."""
+    tokens = _spacy_tokens(text)
+    return _words(tokens), _sentences(tokens)
+
+
+def _words(tokens: list[str]) -> list[str]:
+    return [t for t in (tok.strip() for tok in tokens) if t]
 
 
 def _is_punct(token: str) -> bool:
     return all(unicodedata.category(c).startswith("P") for c in token)
 
 
-def spacy_sentence_count(text: str) -> int:
-    """Sentences of datatrove's `split_into_sentences` (spaCy's Sentencizer over spacy_words): a
-    sentence ends after a sentence-final mark, at the next token that is not punctuation. At least 1."""
+def _sentences(tokens: list[str]) -> int:
     *_, punct_chars = _spacy_rules()
     count, seen_end = 1, False
-    for token in _spacy_tokens(text):  # whitespace tokens (not a lone space) start sentences too
+    for token in tokens:  # whitespace tokens (not a lone space) start sentences too
         in_punct = token in punct_chars
         if seen_end and not in_punct and not _is_punct(token):
             count, seen_end = count + 1, False

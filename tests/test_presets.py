@@ -56,10 +56,11 @@ def test_punctuation_tokens_are_words_in_fineweb_only():
 
 def test_fineweb_c4_line_pass_and_fineweb_filter():
     text = "  A line with words.\nok\nUse javascript { here now\nA { curly line here.\nLast line of text!"
-    kept, scores = fineweb_c4(text, require_terminal_punct=False, min_words=3, max_word_length=1000)
+    kept, scores, kept_words = fineweb_c4(text, require_terminal_punct=False, min_words=3, max_word_length=1000)
+    assert kept_words == spacy_words(kept)
     assert kept == "A line with words.\nA { curly line here.\nLast line of text!"  # stripped, short and js gone
     assert scores["c4_curly_bracket"] == 1.0 and scores["c4_sentence_count"] == 3
-    fw = fineweb_quality(kept)
+    fw = fineweb_quality(kept, kept_words)
     assert fw["fineweb_line_punct_frac"] == 1.0
     assert fw["fineweb_newline_word_ratio"] == pytest.approx(2 / 16)
 
