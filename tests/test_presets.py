@@ -93,3 +93,26 @@ def test_curate_thresholds_follow_the_preset_unless_set():
     rebuilt = build_config(CurateConfig, to_dict(cfg))  # validation rebuilds the recorded config
     assert rebuilt.thresholds["fineweb_dup_line_char_frac"] == cfg.thresholds["fineweb_dup_line_char_frac"]
     assert "repeated_ngram_frac" not in rebuilt.thresholds
+
+
+def test_hashed_duplicate_ngram_scan_matches_datatrove_find_all_duplicate():
+    import random
+
+    from quality.presets import _greedy_duplicate_chars
+
+    def find_all_duplicate(words, n):  # datatrove's definition, verbatim in behaviour
+        seen, chars, i = set(), 0, 0
+        while i < len(words) - n + 1:
+            gram = "".join(words[i:i + n])
+            if gram in seen:
+                chars, i = chars + len(gram), i + n
+            else:
+                seen.add(gram)
+                i += 1
+        return chars
+
+    rng = random.Random(0)
+    cases = [[], ["a"] * 3, ["ab", "c", "d", "e", "f", "a", "bc", "d", "e", "f", "x"] * 3]  # equal joins, other words
+    cases += [[rng.choice(["a", "b", "ab", "ba", "é", "x"]) for _ in range(rng.randint(0, 80))] for _ in range(300)]
+    for words in cases:
+        assert _greedy_duplicate_chars(words, range(5, 11)) == {n: find_all_duplicate(words, n) for n in range(5, 11)}
