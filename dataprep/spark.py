@@ -275,7 +275,12 @@ def write_parquet_routed(df, route: str, outputs: dict[str, tuple[str, pa.Schema
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         parts = {name: _PartFile(uri, schema, compression, row_group_rows) for name, (uri, schema) in outputs.items()}
         counts: dict[str, dict] = {name: {} for name in outputs}
+        names = pa.array(list(outputs), pa.string())
         for batch in batches:
+            routes = batch.column(route)
+            stray = pc.unique(routes.filter(pc.invert(pc.is_in(routes, value_set=names)))).to_pylist()
+            if stray:  # never drop a row silently
+                raise ValueError(f"rows routed to no output: {route} in {stray} (outputs: {list(outputs)})")
             for name, part in parts.items():
                 rows = batch.filter(pc.equal(batch.column(route), name))
                 if rows.num_rows:

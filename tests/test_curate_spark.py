@@ -214,3 +214,6 @@ def test_routed_write_puts_every_row_in_exactly_one_output_and_counts_it(spark, 
     assert written["keep"]["counts"] == {None: 10} and written["drop"]["counts"] == {"r0": 5, "r1": 5}
     assert written["never"]["counts"] == {} and len(written["never"]["files"]) == 4  # every partition, schema kept
     assert not [p for p in tmp_path.rglob(".*attempt*")]
+    stray = spark.createDataFrame([("x", "elsewhere", None), ("y", None, None)], "id string, dest string, reason string")
+    with pytest.raises(Exception, match="rows routed to no output: dest in"):
+        write_parquet_routed(stray, "dest", outputs, tally="reason")
