@@ -177,12 +177,11 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return _PartitionScorer(cfg, {name: path() for name, path in model_paths.items()})(batches)
 
-    scored = ordered.mapInArrow(score, from_arrow_schema(_scored_schema(cfg)))
     documents, rejected = output_schemas(cfg)
     staging = storage.staging_dir(out)
     outputs = {dest: (storage.join(staging, dest), schema.arrow())
                for dest, schema in ((KEPT, documents), (REJECTED, rejected), (QUARANTINED, QUARANTINE))}
-    written = write_parquet_routed(scored, "dest", outputs, tally="reason")
+    written = write_parquet_routed(ordered, "dest", outputs, tally="reason", transform=score)
     counts = {(dest, reason): n for dest, entry in written.items() for reason, n in entry["counts"].items()}
 
     report = StageReport.from_counts(
