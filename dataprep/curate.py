@@ -196,6 +196,8 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
 
 def validation_frames(spark, root: str, record: dict) -> dict:
     """The kept documents against their score ranges and thresholds; each removal reason's rate against its bound."""
+    import pandas as pd
+
     cfg = build_config(CurateConfig, record["config"])
     documents = read_parquet(spark, storage.join(root, "documents"))
     ranges = {name: SCORE_RANGES.get(name, (0.0, 1.0)) for name in cfg.score_columns()}
@@ -204,8 +206,7 @@ def validation_frames(spark, root: str, record: dict) -> dict:
     frames = {"documents": (documents, suites.documents_suite(ranges, cfg.thresholds))}
     rate_checks = suites.removal_rate_suite(rates, cfg.removal_rate_bounds or DEFAULT_REMOVAL_BOUNDS)
     if rate_checks:
-        row = spark.createDataFrame([tuple(rates.values())], ", ".join(f"`rate__{r}` double" for r in rates))
-        frames["removal_rates"] = (row, rate_checks)
+        frames["removal_rates"] = (pd.DataFrame([{f"rate__{r}": rate for r, rate in rates.items()}]), rate_checks)
     return frames
 
 

@@ -309,6 +309,7 @@ def _report(flagged, per_file: dict[str, dict], cfg: TokenizeConfig, written: li
 
 def validation_frames(spark, root: str, manifest: dict) -> dict:
     """Every row in range and EOS-terminated, the totals of the manifest, and each shard as the manifest lists it."""
+    import pandas as pd
     from pyspark.sql import functions as F
 
     eos = manifest["tokenizer"]["special_ids"]["eos"]
@@ -333,9 +334,8 @@ def validation_frames(spark, root: str, manifest: dict) -> dict:
         table.append((entry["file"], bool(sha[name]), bool(seen) and seen["rows"] == entry["rows"],
                       bool(seen) and seen["tokens"] == entry.get("tokens", seen["tokens"]),
                       size == entry["bytes"], sha[name] == entry["sha256"]))
-    shard_frame = spark.createDataFrame(
-        table, "file string, file_found boolean, rows_match boolean, tokens_match boolean, bytes_match boolean, "
-               "sha256_match boolean")
+    shard_frame = pd.DataFrame(table, columns=["file", "file_found", "rows_match", "tokens_match", "bytes_match",
+                                               "sha256_match"])
     return {
         "token_rows": (rows, suites.token_rows_suite(manifest["seq_len"], manifest["tokenizer"]["vocab_size"])),
         "token_totals": (totals, suites.token_totals_suite(manifest["documents"], manifest["sequences"])),
