@@ -285,7 +285,7 @@ def write_parquet_routed(df, route: str, outputs: dict[str, tuple[str, pa.Schema
             if stray:  # never drop a row silently
                 raise ValueError(f"rows routed to no output: {route} in {stray} (outputs: {list(outputs)})")
             for name, part in parts.items():
-                rows = batch.filter(pc.equal(batch.column(route), name))
+                rows = batch.filter(pc.equal(routes, name))
                 if rows.num_rows:
                     part.write(rows.select(outputs[name][1].names))
                     for value, count in zip(*rows.column(tally).value_counts().flatten()):
