@@ -142,7 +142,8 @@ def _checked_columns(frame, expectations: list):
     """The frame narrowed to the columns its expectations check. Great Expectations runs a Spark job per
     metric (a hundred for a documents suite), so the columns are read once, into Spark's cache, rather
     than once per job, and in one partition per core, since each job's tasks cost more than their work
-    (1,000 documents in 16 partitions: 36 s to validate as they were, 19 s cached, 11 s coalesced)."""
+    (`clover validate` of 842 documents in 16 partitions: 36 s cached, 19 s also coalesced; the stage's
+    validation had taken 44 s reading the files for every job)."""
     columns = {getattr(e, "column", None) for e in expectations}
     if None not in columns:  # a table-level expectation sees every column
         frame = frame.select(*[name for name in frame.columns if name in columns])
