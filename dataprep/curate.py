@@ -21,7 +21,7 @@ from dataprep.spark import (
     write_parquet_routed,
 )
 from dataprep.stages import Option, Stage, register
-from dataprep.validate import DEFAULT_REMOVAL_BOUNDS, commit_stage
+from dataprep.validate import DEFAULT_REMOVAL_BOUNDS, commit_stage, with_text_chars
 from quality import expectations as suites
 from quality.classifier import FastTextStep, load_model, predict
 from quality.signals import (
@@ -203,7 +203,7 @@ def validation_frames(spark, root: str, record: dict) -> dict:
     ranges = {name: SCORE_RANGES.get(name, (0.0, 1.0)) for name in cfg.score_columns()}
     total = max(record["input"], 1)
     rates = {reason: count / total for reason, count in record["removed"].items()}
-    frames = {"documents": (documents, suites.documents_suite(ranges, cfg.thresholds))}
+    frames = {"documents": (with_text_chars(documents), suites.documents_suite(ranges, cfg.thresholds))}
     rate_checks = suites.removal_rate_suite(rates, cfg.removal_rate_bounds or DEFAULT_REMOVAL_BOUNDS)
     if rate_checks:
         frames["removal_rates"] = (pd.DataFrame([{f"rate__{r}": rate for r, rate in rates.items()}]), rate_checks)

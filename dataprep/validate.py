@@ -150,6 +150,13 @@ def _checked_columns(frame, expectations: list):
     return frame.coalesce(frame.sparkSession.sparkContext.defaultParallelism)
 
 
+def with_text_chars(frame):
+    """The documents frame with the length of its text (null for a null text), which a documents suite checks."""
+    from pyspark.sql import functions as F
+
+    return frame.withColumn(suites.TEXT_CHARS, F.length("text"))
+
+
 def _foreign_frames(spark, root: str, record: dict) -> dict:
     """A documents or pairs dataset Clover did not write: the columns every later stage relies on."""
     if record.get("format") == "jsonl":
@@ -157,7 +164,7 @@ def _foreign_frames(spark, root: str, record: dict) -> dict:
     else:
         frame = read_parquet(spark, root)
     if record["kind"] == "documents":
-        return {"documents": (frame, suites.documents_suite({}, {}))}
+        return {"documents": (with_text_chars(frame), suites.documents_suite({}, {}))}
     checked = frame.withColumn("chosen_differs", frame["chosen"] != frame["rejected"])
     return {"preference_pairs": (checked, suites.preference_pairs_suite())}
 

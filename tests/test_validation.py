@@ -59,6 +59,17 @@ def test_duplicate_id_fails_and_is_named(spark, curated, tmp_path):
         run_dedup(spark, str(bad), str(tmp_path / "dedup"), DedupConfig())
 
 
+def test_an_empty_text_fails_on_its_length(spark, curated, tmp_path):
+    out, _ = curated
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    documents = pq.read_table(bad / "documents")
+    row = documents.slice(0, 1).to_pylist()[0] | {"id": "empty-text", "text": ""}
+    pq.write_table(pa.Table.from_pylist([row], schema=documents.schema), bad / "documents" / "part-99999.parquet")
+    result = validate_dataset(spark, str(bad))
+    assert ("documents", "expect_column_values_to_be_between", "text_chars") in _failed(result)
+
+
 def test_removal_rate_out_of_bounds_fails(spark, curated, tmp_path):
     out, report = curated
     bad = tmp_path / "strict"
@@ -287,4 +298,4 @@ def test_documents_suite_checks_each_score_once_within_its_range_and_rule():
 
     suite = documents_suite({"a": (0.0, 1.0), "b": (0.0, inf)}, {"a": Bounds(max=0.3), "c": Bounds(min=2)})
     between = [(e.column, e.min_value, e.max_value) for e in suite if type(e).__name__ == "ExpectColumnValuesToBeBetween"]
-    assert between == [("a", 0.0, 0.3), ("b", 0.0, None), ("c", 2, None)]
+    assert between == [("text_chars", 1, None), ("a", 0.0, 0.3), ("b", 0.0, None), ("c", 2, None)]
