@@ -200,14 +200,10 @@ def spacy_words(text: str) -> list[str]:
     return _words(_spacy_tokens(text))
 
 
-def spacy_sentence_count(text: str) -> int:
-    """Sentences of datatrove's `split_into_sentences` (spaCy's Sentencizer over spacy_words): a
-    sentence ends after a sentence-final mark, at the next token that is not punctuation. At least 1."""
-    return _sentences(_spacy_tokens(text))
-
-
 def spacy_words_and_sentences(text: str) -> tuple[list[str], int]:
-    """`spacy_words` and `spacy_sentence_count` of one text from one tokenization."""
+    """`spacy_words` and the sentence count of datatrove's `split_into_sentences` (spaCy's Sentencizer):
+    a sentence ends after a sentence-final mark, at the next token that is not punctuation; at least 1.
+    One tokenization serves both."""
     tokens = _spacy_tokens(text)
     return _words(tokens), _sentences(tokens)
 
