@@ -35,6 +35,7 @@ from pathlib import Path
 import pyarrow
 import pyspark
 
+from benchmarks.tables import table
 from jobs.package import build_zip
 from schemas import storage
 from schemas.sample import write_sample, write_sample_pairs
@@ -99,11 +100,6 @@ class Runner:
         timing = Timing(time.perf_counter() - start, recorded_seconds(out))
         print(f"{stage:16s} {self.name:22s} {timing.cell():>14s} s  -> {out}", flush=True)
         return timing
-
-
-def table(header: tuple, rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 def output_bytes(root: Path) -> dict[str, bytes]:

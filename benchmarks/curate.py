@@ -44,6 +44,7 @@ from benchmarks.real_text import (
     stable_order,
     stdlib_files,
 )
+from benchmarks.tables import table
 from quality.presets import PRESETS
 from quality.signals import DocumentScorer, SignalConfig
 from quality.text import normalize_text
@@ -174,11 +175,6 @@ def datatrove_rates(python: str, path: str, docs: int) -> tuple[float, float]:
     return measured["docs"] / measured["seconds"], measured["docs"] / measured["seconds_every_filter"]
 
 
-def markdown(header: tuple, rows: list[tuple]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
-        ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", choices=["real", "generated"], default="real")
@@ -215,11 +211,11 @@ def main() -> None:
     meta = (f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, master {args.master}; "
             f"{len(documents):,} {args.corpus} documents, mean {size / 1000:.1f} kB; one-process rates on the "
             f"first {len(sample):,}")
-    lines = [meta, "", *markdown(("preset", "docs", "curate s", "curate docs/s/core", "scorer alone docs/s/core",
+    lines = [meta, "", table(("preset", "docs", "curate s", "curate docs/s/core", "scorer alone docs/s/core",
                                   "datatrove docs/s/core (early exit / every filter)", "curate / scorer",
                                   "curate / datatrove (early exit)", "kept"), rates),
              "", "Where `clover curate`'s Spark time went (event log):", "",
-             *markdown(("preset", "call site", "Spark stages", "wall s", "task run s", "task CPU s"), breakdown)]
+             table(("preset", "call site", "Spark stages", "wall s", "task run s", "task CPU s"), breakdown)]
     print("\n".join(lines))
     if args.write:
         with open(args.write, "w", encoding="utf-8") as handle:

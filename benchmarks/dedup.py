@@ -40,15 +40,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.real_text import PACKAGE_RELEASES, archive_members, fetch_sdists, sdist_path
+from benchmarks.tables import table
 from dataprep.dedup import DedupConfig, run_dedup
 from dataprep.spark import SparkConfig, spark_session
 from quality.minhash import ShingleHasher, jaccard, lsh_params, shingle_words, signatures
 from schemas.sample import edit_words, prose_documents
-
-
-def table(header: tuple, rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 def bench_signatures(docs: int, num_perm: int) -> str:

@@ -20,24 +20,28 @@ def fetch_sdists(specs: list[str], folder: str, python: str = sys.executable) ->
     """`pip download` each pinned sdist not yet in `folder` (network needed only then). `python` needs the
     sdists' build backends installed, since their metadata is read without build isolation."""
     os.makedirs(folder, exist_ok=True)
-    present = {name.lower() for name in os.listdir(folder)}
     for spec in specs:
-        package, version = spec.split("==")
-        prefix = f"{package}-{version}.".lower().replace("_", "-")
-        if any(name.replace("_", "-").startswith(prefix) for name in present):
-            continue
-        subprocess.run([python, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        "--no-build-isolation", spec, "-d", folder], check=True, capture_output=True)
+        if _cached(folder, spec) is None:
+            subprocess.run([python, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                            "--no-build-isolation", spec, "-d", folder], check=True, capture_output=True)
 
 
 def sdist_path(folder: str, spec: str) -> str:
     """The cached archive of a pinned `package==version`."""
+    path = _cached(folder, spec)
+    if path is None:
+        raise FileNotFoundError(f"{spec} is not in {folder}: fetch it first (needs network once)")
+    return path
+
+
+def _cached(folder: str, spec: str) -> str | None:
+    """The archive of `package==version` in `folder`, whatever case and separator its file name uses."""
     package, version = spec.split("==")
     prefix = f"{package}-{version}.".lower().replace("_", "-")
     for name in sorted(os.listdir(folder)):
         if name.lower().replace("_", "-").startswith(prefix):
             return os.path.join(folder, name)
-    raise FileNotFoundError(f"{spec} is not in {folder}: fetch it first (needs network once)")
+    return None
 
 
 def archive_members(archive: str, suffixes: tuple[str, ...], max_bytes: int = sys.maxsize) -> list[tuple[str, bytes]]:

@@ -20,6 +20,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.tables import table
 from dataprep.spark import SparkConfig, spark_session
 from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
 from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
@@ -68,11 +69,9 @@ def main() -> None:
          f"{raw_rate:,.0f}", "1.00"),
     ]
     header = ("run", "tokens", "seconds", "tokens/s/core", "ratio to raw")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, master {args.master}, "
           f"{args.docs:,} docs of ~2 KB, vocab {args.vocab_size}, seq_len {args.seq_len}\n"
-          f"`python benchmarks/tokenize_stage.py {' '.join(sys.argv[1:])}`\n\n" + "\n".join(lines))
+          f"`python benchmarks/tokenize_stage.py {' '.join(sys.argv[1:])}`\n\n" + table(header, rows))
 
 
 if __name__ == "__main__":
