@@ -14,8 +14,9 @@ from dataprep.tokenize_stage import TokenizeConfig, run_tokenize
 from dataprep.train_tokenizer import TokenizerConfig, train_tokenizer
 from dataprep.validate import run_suites, validate_dataset
 from jobs.validate import main as validate_main
-from quality.expectations import preference_pairs_suite
+from quality.expectations import documents_suite, preference_pairs_suite
 from quality.gate import UnvalidatedDataset, require_validated
+from quality.signals import Bounds
 from schemas.sample import stdlib_docstrings
 
 
@@ -159,6 +160,27 @@ def test_preference_pairs_suite(spark, tmp_path):
     }
     clean = checked.where("pair_id = 'p1' and prompt = 'Say hi'")
     assert run_suites({"preference_pairs": (clean, preference_pairs_suite())}, str(tmp_path / "d2"), "pairs").success
+
+
+def test_driver_and_spark_validation_agree(spark, tmp_path):
+    """A small frame is validated on the driver in pandas, a large one on Spark: the same checks fail with
+    the same counts either way, a NaN score included (pandas calls NaN null, which a range check skips)."""
+    rows = [("a", 10, 0.1, 0.5), ("a", 12, float("nan"), 0.2), (None, None, 0.3, None), ("d", 0, 0.9, 1.5),
+            ("e", 7, 0.2, 0.4)]
+    frame = spark.createDataFrame(rows, "id string, text_chars long, stop double, frac double")
+    results = {rows: run_suites({"documents": (frame, documents_suite({"stop": (0.0, 8.0), "frac": (0.0, 1.0)},
+                                                                      {"stop": Bounds(max=0.8)}))},
+                                str(tmp_path / f"d{rows}"), "curate", driver_rows=rows)
+               for rows in (100, 0)}
+    counts = {rows: {(c["expectation"], c["column"], c["unexpected_count"]) for c in result.failed}
+              for rows, result in results.items()}
+    assert counts[100] == counts[0] == {
+        ("expect_column_values_to_not_be_null", "id", 1), ("expect_column_values_to_be_unique", "id", 2),
+        ("expect_column_values_to_not_be_null", "text_chars", 1),
+        ("expect_column_values_to_be_between", "text_chars", 1),
+        ("expect_column_values_to_be_between", "stop", 2),  # 0.9 and NaN
+        ("expect_column_values_to_be_between", "frac", 1)}
+    assert {c["engine"] for c in results[100].checks} == {"driver"} and {c["engine"] for c in results[0].checks} == {"spark"}
 
 
 def test_validate_cli_exit_codes(curated, tokens, tmp_path, capsys):
