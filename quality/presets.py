@@ -56,11 +56,29 @@ def most_common_ngram(words: list[str], n: int) -> tuple[tuple[str, ...], int]:
     return grams.most_common(1)[0] if grams else ((), 0)
 
 
-def _top_ngram_chars(words: list[str], n: int) -> int:
-    """Characters of the most frequent word n-gram, joined by spaces, times its count; 0 without
-    n-grams. A single occurrence counts (datatrove's find_top_duplicate)."""
-    gram, count = most_common_ngram(words, n)
-    return len(" ".join(gram)) * count
+def _top_ngram_chars(words: list[str], sizes: range) -> dict[int, int]:
+    """For each n in `sizes` (from 2 up), the characters of the most frequent word n-gram, joined by
+    spaces, times its count; 0 without n-grams. A single occurrence counts (datatrove's
+    find_top_duplicate); ties go to the n-gram seen first, as in `most_common_ngram`.
+
+    An n-gram is known by the position where it first occurs, built from its (n-1)-gram's and its
+    last word's, so equal ids mean equal word tuples and the counting runs in numpy."""
+    first_seen: dict[str, int] = {}
+    word_ids = np.fromiter(map(first_seen.setdefault, words, itertools.count()), dtype=np.int64, count=len(words))
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    gram_ids, result = word_ids, {}
+    for n in range(2, sizes.stop):
+        grams = len(words) - n + 1
+        if grams <= 0:
+            result[n] = 0
+            continue
+        _, first, gram_ids, counts = np.unique(gram_ids[:grams] * len(words) + word_ids[n - 1:], return_index=True,
+                                               return_inverse=True, return_counts=True)
+        gram_ids = first[gram_ids]
+        top = counts.max()
+        position = first[counts == top].min()
+        result[n] = int(lengths[position:position + n].sum() + n - 1) * int(top)
+    return {n: result[n] for n in sizes}
 
 
 _BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
@@ -72,37 +90,44 @@ def _greedy_duplicate_chars(words: list[str], sizes: range) -> dict[int, int]:
     first occurrence never counts and overlapping repeats count once.
 
     Only an n-gram that occurs twice can be seen again, so each scan visits only those positions, found
-    by a polynomial hash of the joined characters (mod 2**64); a hash match is confirmed on the strings,
-    and a collision falls back to scanning the strings themselves."""
+    by a polynomial hash of the joined characters (mod 2**64) and its length, for every size in one
+    sort (a key shared across sizes only adds a visit); a hash match is confirmed on the strings, and a
+    collision falls back to scanning the strings themselves."""
     joined = "".join(words)
     offsets = np.fromiter(itertools.accumulate(map(len, words), initial=0), dtype=np.int64, count=len(words) + 1)
     codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     powers = np.concatenate(([np.uint64(1)], np.cumprod(np.full(len(codes), _BASE, dtype=np.uint64))))
     inverse = np.concatenate(([np.uint64(1)], np.cumprod(np.full(len(codes), pow(_BASE, -1, 1 << 64), dtype=np.uint64))))
     prefix = np.concatenate(([np.uint64(0)], np.cumsum(codes * powers[:-1], dtype=np.uint64)))
-    result = {}
+    keys = []
     for n in sizes:
         starts, ends = offsets[:max(len(words) - n + 1, 0)], offsets[n:]
-        keys = (prefix[ends] - prefix[starts]) * inverse[starts] ^ (ends - starts).astype(np.uint64)
-        result[n] = _scan_repeats(joined, keys, starts.tolist(), ends.tolist(), n)
+        keys.append((prefix[ends] - prefix[starts]) * inverse[starts] ^ (ends - starts).astype(np.uint64))
+    _, groups, counts = np.unique(np.concatenate(keys), return_inverse=True, return_counts=True)
+    bounds, result, done = offsets.tolist(), {}, 0
+    for n, n_keys in zip(sizes, keys):
+        n_groups = groups[done:done + len(n_keys)]
+        done += len(n_keys)
+        repeated = np.flatnonzero(counts[n_groups] > 1)
+        result[n] = _scan_repeats(joined, bounds, repeated.tolist(), n_groups[repeated].tolist(), n)
     return result
 
 
-def _scan_repeats(joined: str, keys: np.ndarray, starts: list[int], ends: list[int], n: int) -> int:
-    _, index, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    keys_list = keys.tolist()
+def _scan_repeats(joined: str, bounds: list[int], positions: list[int], groups: list[int], n: int) -> int:
+    """The greedy scan over the positions of repeated hashes (`groups`: each one's hash); n-gram p spans
+    joined[bounds[p]:bounds[p + n]]."""
     first: dict[int, int] = {}
     chars = i = 0
-    for position in np.flatnonzero(counts[index] > 1).tolist():
+    for position, group in zip(positions, groups):
         if position < i:
             continue
-        earlier = first.setdefault(keys_list[position], position)
+        earlier = first.setdefault(group, position)
         if earlier == position:
             i = position + 1
-        elif joined[starts[earlier]:ends[earlier]] == joined[starts[position]:ends[position]]:
-            chars, i = chars + ends[position] - starts[position], position + n
+        elif joined[bounds[earlier]:bounds[earlier + n]] == joined[bounds[position]:bounds[position + n]]:
+            chars, i = chars + bounds[position + n] - bounds[position], position + n
         else:
-            return _scan_strings(joined, starts, ends, n)
+            return _scan_strings(joined, bounds[:len(bounds) - n], bounds[n:], n)
     return chars
 
 
@@ -133,8 +158,8 @@ def fineweb_gopher_repetition(text: str, words: list[str]) -> dict[str, float]:
         "gopher_dup_line_char_frac": ratio(line_chars, size),
         "gopher_dup_para_char_frac": ratio(para_chars, size),
     }
-    for n in (2, 3, 4):
-        scores[f"gopher_top_{n}gram_char_frac"] = ratio(_top_ngram_chars(words, n), size)
+    for n, chars in _top_ngram_chars(words, range(2, 5)).items():
+        scores[f"gopher_top_{n}gram_char_frac"] = ratio(chars, size)
     for n, chars in _greedy_duplicate_chars(words, range(5, 11)).items():
         scores[f"gopher_dup_{n}gram_char_frac"] = ratio(chars, size)
     return scores

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Callable
+from typing import NamedTuple
 
 # C0/C1 control characters except tab and newline; carriage returns are unified before this runs.
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
@@ -52,11 +54,63 @@ def paragraphs(text: str) -> list[str]:
 
 # --- datatrove's English word tokenizer (spaCy's blank English tokenizer), for the fineweb preset ---
 
+try:
+    from re import _parser as _regex_parser  # Python 3.11+
+except ImportError:  # Python 3.10
+    import sre_parse as _regex_parser
+
+_SHORT_SUFFIX = 16  # characters: a suffix alternative at most this wide is searched only at the chunk's end
+_NEVER = "(?!)"  # a regex that matches nowhere
+
+
+def _alternatives(pattern: str) -> list[str]:
+    """A regex's top-level alternatives, as source: split at each `|` outside groups, classes and escapes."""
+    parts, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 1
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            i += 2 if pattern.startswith("^]", i + 1) else 1 if pattern.startswith("]", i + 1) else 0
+        elif char in "()":
+            depth += 1 if char == "(" else -1
+        elif char == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    return parts + [pattern[start:]]
+
+
+def _suffix_length(pattern: str) -> Callable[[str], int]:
+    """The characters spaCy's suffix search (`re.search` of an alternation of `...$` patterns) strips
+    from a chunk: from the leftmost start of any alternative's match to the end, 0 without one. An
+    alternative at most `_SHORT_SUFFIX` wide can only start that close to the end, so those are searched
+    from there (a lookbehind still sees the characters before), the others over the whole chunk: the
+    same leftmost start without trying every alternative at every position of a long chunk."""
+    widths = {a: _regex_parser.parse(a).getwidth()[1] for a in _alternatives(pattern)}
+    short = [a for a, width in widths.items() if width <= _SHORT_SUFFIX]
+    window = max((widths[a] for a in short), default=0)
+    short_search = re.compile("|".join(short) or _NEVER).search
+    long_search = re.compile("|".join(a for a in widths if a not in short) or _NEVER).search
+
+    def suffix_length(chunk: str) -> int:
+        match = short_search(chunk, max(len(chunk) - window, 0))
+        anywhere = long_search(chunk)
+        if anywhere and (not match or anywhere.start() < match.start()):
+            match = anywhere
+        return len(chunk) - match.start() if match else 0
+
+    return suffix_length
+
+
 @functools.lru_cache(maxsize=1)
 def _spacy_rules():
     from quality import fineweb_tables as t
 
-    return (re.compile(t.PREFIX).search, re.compile(t.SUFFIX).search, re.compile(t.INFIX).finditer,
+    return (re.compile(t.PREFIX).search, _suffix_length(t.SUFFIX), re.compile(t.INFIX).finditer,
             re.compile(t.URL).match, t.EXCEPTIONS, frozenset(t.SENTENCE_PUNCT))
 
 
@@ -67,7 +121,7 @@ def _split_affixes(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str
     """spaCy's Tokenizer._split_affixes + _attach_tokens for one whitespace-free chunk (spacy/tokenizer.pyx):
     strip prefixes and suffixes until a special case or nothing is left, then a special case, a URL, or
     infix splits."""
-    prefix, suffix, infixes, url, _, _ = _spacy_rules()
+    prefix, suffix_length, infixes, url, _, _ = _spacy_rules()
     if chunk in specials:
         return list(specials[chunk])
     tokens: list[str] = []
@@ -83,8 +137,7 @@ def _split_affixes(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str
             tokens.append(chunk[:pre])
             chunk = chunk[pre:]
             break
-        m = suffix(chunk[pre:])
-        suf = len(chunk) - pre - m.start() if m else 0
+        suf = suffix_length(chunk[pre:])
         if suf and chunk[:-suf] in specials:
             suffixes.append(chunk[-suf:])
             chunk = chunk[:-suf]
@@ -122,19 +175,21 @@ def _split_affixes(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str
 
 
 @functools.lru_cache(maxsize=1)
-def _special_patterns() -> tuple[dict[tuple[str, ...], str], dict[str, tuple[int, ...]]]:
+def _special_patterns() -> tuple[dict[tuple[str, ...], str], dict[str, tuple[int, ...]], frozenset[tuple[str, str]]]:
     """spaCy's special-case matcher: special cases holding an affix, as the tokens they split into
-    without special cases (Tokenizer.add_special_case with faster_heuristics), and for each first token
-    the pattern lengths that start with it, so that a scan tries only those."""
-    prefix, suffix, infixes, _, specials, _ = _spacy_rules()
+    without special cases (Tokenizer.add_special_case with faster_heuristics); for each first token
+    the pattern lengths that start with it, so that a scan tries only those; and the pairs of tokens
+    adjacent in a pattern, since a match across two chunks holds the pair at their boundary."""
+    prefix, suffix_length, infixes, _, specials, _ = _spacy_rules()
     patterns = {}
     for key in specials:
-        if prefix(key) or suffix(key) or any(True for _ in infixes(key)):
+        if prefix(key) or suffix_length(key) or any(True for _ in infixes(key)):
             patterns[tuple(_split_affixes(key, _NO_SPECIALS))] = key
     lengths: dict[str, set[int]] = {}
     for pattern in patterns:
         lengths.setdefault(pattern[0], set()).add(len(pattern))
-    return patterns, {first: tuple(sorted(n)) for first, n in lengths.items()}
+    adjacent = frozenset(pair for pattern in patterns for pair in zip(pattern, pattern[1:]))
+    return patterns, {first: tuple(sorted(n)) for first, n in lengths.items()}, adjacent
 
 
 def _apply_special_cases(tokens: list[str], chunk_of: list[int]) -> list[str]:
@@ -142,7 +197,7 @@ def _apply_special_cases(tokens: list[str], chunk_of: list[int]) -> list[str]:
     longest matches first, of equal length the earliest; a match touching a token of any earlier
     one (taken or not) is dropped. A match across a
     single space takes its tokens but changes nothing (its text, space included, is no special case)."""
-    patterns, lengths_from = _special_patterns()
+    patterns, lengths_from, _ = _special_patterns()
     specials = _spacy_rules()[4]
     matches = [(-n, start, start + n) for start, token in enumerate(tokens) if token in lengths_from
                for n in lengths_from[token]
@@ -163,9 +218,20 @@ def _apply_special_cases(tokens: list[str], chunk_of: list[int]) -> list[str]:
     return out + tokens[i:]
 
 
+class _Chunk(NamedTuple):
+    """One whitespace-free chunk as spaCy tokenizes it. Its tokens are substrings of the chunk or
+    special-case pieces, which spell their key: never empty, never whitespace, so they are words too."""
+
+    pieces: tuple[str, ...]  # affixes and infixes split off: what the special-case matcher sees
+    tokens: tuple[str, ...]  # the pieces after the special cases that lie inside the chunk
+    has_mark: bool  # a sentence-final mark among the tokens
+
+
 @functools.lru_cache(maxsize=65536)
-def _chunk_tokens(chunk: str) -> tuple[str, ...]:
-    return tuple(_split_affixes(chunk, _spacy_rules()[4]))
+def _chunk(chunk: str) -> _Chunk:
+    pieces = tuple(_split_affixes(chunk, _spacy_rules()[4]))
+    tokens = tuple(_apply_special_cases(list(pieces), [0] * len(pieces)))
+    return _Chunk(pieces, pieces if tokens == pieces else tokens, not _spacy_rules()[5].isdisjoint(tokens))
 
 
 _CHUNKS = re.compile(r"(\S+)(\s*)")
@@ -181,7 +247,7 @@ def _spacy_tokens(text: str) -> list[str]:
     group: list[str] = []
     chunk_of: list[int] = []
     for i, m in enumerate(_CHUNKS.finditer(text, lead)):
-        pieces = _chunk_tokens(m.group(1))
+        pieces = _chunk(m.group(1)).pieces
         group.extend(pieces)
         chunk_of.extend([i] * len(pieces))
         if m.group(2) != " ":
@@ -197,13 +263,24 @@ def spacy_words(text: str) -> list[str]:
     """datatrove's `split_into_words` for English: spaCy's blank English tokenizer, whitespace tokens
     dropped (datatrove/utils/word_tokenizers.py, SpaCyTokenizer + strip_strings). Punctuation marks are
     tokens of their own, so they count as words in every signal that uses this view."""
-    return _words(_spacy_tokens(text))
+    return spacy_words_and_sentences(text)[0]
 
 
 def spacy_words_and_sentences(text: str) -> tuple[list[str], int]:
     """`spacy_words` and the sentence count of datatrove's `split_into_sentences` (spaCy's Sentencizer):
     a sentence ends after a sentence-final mark, at the next token that is not punctuation; at least 1.
-    One tokenization serves both."""
+    One tokenization serves both.
+
+    Text of chunks joined by single spaces (most stripped lines) is the concatenation of its chunks'
+    tokens unless a special case could span two of them (a pattern's adjacent pair at a boundary), and
+    without a sentence-final mark it is one sentence; any other text takes spaCy's whole algorithm."""
+    chunks = text.split()
+    if " ".join(chunks) == text:
+        records = list(map(_chunk, chunks))
+        adjacent = _special_patterns()[2]
+        if not any((left.pieces[-1], right.pieces[0]) in adjacent for left, right in zip(records, records[1:])):
+            words = [token for record in records for token in record.tokens]
+            return words, _sentences(words) if any(record.has_mark for record in records) else 1
     tokens = _spacy_tokens(text)
     return _words(tokens), _sentences(tokens)
 

@@ -29,6 +29,33 @@ def test_spacy_sentence_count():
     assert sentences("Right?  :)") == 2  # a whitespace token after '?' starts a sentence
 
 
+def test_spacy_lines_of_single_spaces_match_spacys_whole_algorithm():
+    """Chunks joined by single spaces are tokenized chunk by chunk unless a special case could span two
+    of them; expected tokens from spaCy 3.8 itself."""
+    assert spacy_words_and_sentences("x (:param") == (["x", "(:", "param"], 1)  # "(:" inside its chunk
+    assert spacy_words_and_sentences("= (:param") == (["=", "(", ":", "param"], 1)  # "=(" across the space blocks it
+    assert spacy_words_and_sentences("=  (:param") == (["=", "(:", "param"], 1)  # not across two spaces
+    assert spacy_words_and_sentences("=\t(:param") == (["=", "(:", "param"], 1)
+    assert spacy_words_and_sentences("I dont know, 10km away") == (["I", "do", "nt", "know", ",", "10", "km", "away"], 1)
+    assert spacy_words_and_sentences("Right? :)") == (["Right", "?", ":)"], 1)  # punctuation continues it
+    assert spacy_words_and_sentences("Right?\t:)") == (["Right", "?", ":)"], 2)  # a tab token does not
+    assert spacy_words_and_sentences("Hi.There now, e.g. this") == (["Hi", ".", "There", "now", ",", "e.g.", "this"], 2)
+    assert spacy_words_and_sentences("") == ([], 1)
+
+
+def test_suffix_search_near_the_end_finds_the_leftmost_suffix():
+    """Short suffix patterns are searched only near a chunk's end, `..+` everywhere."""
+    from quality.text import _spacy_rules
+
+    suffix_length = _spacy_rules()[1]
+    assert suffix_length("abc") == 0
+    assert suffix_length("ab.......") == 7  # the dot run, wider than the window
+    assert suffix_length("x" * 40 + "'s") == 2
+    assert suffix_length("x" * 10 + "5اكواب") == 5  # the widest unit: its lookbehind sees the digit before the window
+    assert suffix_length("x" * 10 + "aاكواب") == 0
+    assert suffix_length("a)") == 1
+
+
 def test_first_occurrence_counts_in_clover_not_in_fineweb():
     text = "a b\na b\nc"
     clover = gopher_repetition(DocumentView(text))
@@ -118,3 +145,15 @@ def test_hashed_duplicate_ngram_scan_matches_the_scan_over_strings():
                                for _ in range(300)]
     for words in cases:
         assert _greedy_duplicate_chars(words, range(5, 11)) == {n: plain(words, n) for n in range(5, 11)}
+
+
+def test_top_ngram_ids_count_word_tuples_with_ties_to_the_first_seen():
+    from quality.presets import _top_ngram_chars, most_common_ngram
+
+    # "a b" and "c c" both twice: the first seen wins; 3-grams all once: the first, "a b a"
+    assert _top_ngram_chars(["a", "b", "a", "b", "c", "c", "c"], range(2, 5)) == {2: 6, 3: 5, 4: 7}
+    assert _top_ngram_chars(["ab", "c", "a", "bc"], range(2, 5)) == {2: 4, 3: 6, 4: 9}  # "abc" twice, other words
+    assert _top_ngram_chars(["a"], range(2, 5)) == {2: 0, 3: 0, 4: 0}
+    words = "the cat the cat sat on the mat the cat sat".split()
+    assert _top_ngram_chars(words, range(2, 5)) == {
+        n: len(" ".join(most_common_ngram(words, n)[0])) * most_common_ngram(words, n)[1] for n in (2, 3, 4)}
