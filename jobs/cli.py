@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
+import threading
 
 # subcommand -> (module with main(argv, prog), one-line description); the Spark stages come from their registry.
 # Each module but inspect's and validate's declares its arguments and config as `COMMAND` (jobs/flags.py), which
@@ -64,5 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def entry() -> None:
+    """The `clover` executable: `main`, then an exit that skips only the interpreter's teardown of its
+    modules. With Great Expectations, scipy and pandas loaded that teardown takes 0.7 s of a stage's run
+    and changes nothing on disk. Everything else a normal exit does comes first: other threads are joined,
+    exit handlers run (the Spark session stops, the driver's class archive is moved into place), and the
+    output streams are flushed."""
+    code = main()
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
