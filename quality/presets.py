@@ -103,25 +103,36 @@ def _greedy_duplicate_chars(words: list[str], sizes: range) -> dict[int, int]:
     for n in sizes:
         starts, ends = offsets[:max(len(words) - n + 1, 0)], offsets[n:]
         keys.append((prefix[ends] - prefix[starts]) * inverse[starts] ^ (ends - starts).astype(np.uint64))
-    _, groups, counts = np.unique(np.concatenate(keys), return_inverse=True, return_counts=True)
+    repeated = _occurs_twice(np.concatenate(keys))
     bounds, result, done = offsets.tolist(), {}, 0
     for n, n_keys in zip(sizes, keys):
-        n_groups = groups[done:done + len(n_keys)]
+        positions = np.flatnonzero(repeated[done:done + len(n_keys)])
         done += len(n_keys)
-        repeated = np.flatnonzero(counts[n_groups] > 1)
-        result[n] = _scan_repeats(joined, bounds, repeated.tolist(), n_groups[repeated].tolist(), n)
+        result[n] = _scan_repeats(joined, bounds, positions.tolist(), n_keys[positions].tolist(), n)
     return result
 
 
-def _scan_repeats(joined: str, bounds: list[int], positions: list[int], groups: list[int], n: int) -> int:
-    """The greedy scan over the positions of repeated hashes (`groups`: each one's hash); n-gram p spans
+def _occurs_twice(keys: np.ndarray) -> np.ndarray:
+    """Mask of the keys that occur more than once: one sort, cheaper than np.unique's inverse and counts."""
+    order = np.argsort(keys)
+    same_as_next = keys[order[1:]] == keys[order[:-1]]
+    shared = np.zeros(len(keys), dtype=bool)
+    shared[1:] = same_as_next
+    shared[:-1] |= same_as_next
+    repeated = np.empty_like(shared)
+    repeated[order] = shared
+    return repeated
+
+
+def _scan_repeats(joined: str, bounds: list[int], positions: list[int], keys: list[int], n: int) -> int:
+    """The greedy scan over the positions whose hash repeats (`keys`: each one's hash); n-gram p spans
     joined[bounds[p]:bounds[p + n]]."""
     first: dict[int, int] = {}
     chars = i = 0
-    for position, group in zip(positions, groups):
+    for position, key in zip(positions, keys):
         if position < i:
             continue
-        earlier = first.setdefault(group, position)
+        earlier = first.setdefault(key, position)
         if earlier == position:
             i = position + 1
         elif joined[bounds[earlier]:bounds[earlier + n]] == joined[bounds[position]:bounds[position + n]]:
@@ -170,17 +181,21 @@ def fineweb_gopher_quality(text: str, words: list[str]) -> dict[str, float]:
     mean length use the tokens holding a character outside datatrove's punctuation set, every other
     ratio all tokens. Stop words match case-sensitively."""
     n_words = len(words)
-    non_symbol = [w for w in words if w.strip(fineweb_tables.DATATROVE_PUNCTUATION)]  # a character not in the set
+    counts = Counter(words)  # each distinct word's tests run once
+    non_symbol = [(word, count) for word, count in counts.items()
+                  if word.strip(fineweb_tables.DATATROVE_PUNCTUATION)]  # a character not in the set
+    n_non_symbol = sum(count for _, count in non_symbol)
     lines = text.splitlines()
     return {
-        "gopher_word_count": float(len(non_symbol)),
-        "gopher_mean_word_length": ratio(sum(map(len, non_symbol)), len(non_symbol)),
+        "gopher_word_count": float(n_non_symbol),
+        "gopher_mean_word_length": ratio(sum(len(word) * count for word, count in non_symbol), n_non_symbol),
         "gopher_hash_word_ratio": ratio(text.count("#"), n_words),
         "gopher_ellipsis_word_ratio": ratio(text.count("...") + text.count("…"), n_words),
         "gopher_bullet_line_frac": ratio(sum(s.lstrip().startswith(("•", "-")) for s in lines), len(lines)),
         "gopher_ellipsis_line_frac": ratio(sum(s.rstrip().endswith(("...", "…")) for s in lines), len(lines)),
-        "gopher_alpha_word_frac": ratio(sum(any(c.isalpha() for c in w) for w in words), n_words),
-        "gopher_stop_words": float(len(STOP_WORDS.intersection(words))),
+        "gopher_alpha_word_frac": ratio(sum(count for word, count in counts.items() if any(map(str.isalpha, word))),
+                                        n_words),
+        "gopher_stop_words": float(len(STOP_WORDS.intersection(counts))),
     }
 
 
@@ -202,10 +217,11 @@ def fineweb_c4(text: str, require_terminal_punct: bool, min_words: int, max_word
         line = line.strip()
         words = line.split()
         considered += bool(line)
-        if max_word_length != -1 and any(len(w) > max_word_length for w in words):
+        if max_word_length != -1 and len(line) > max_word_length and any(len(w) > max_word_length for w in words):
             removed += bool(line)
             continue
-        line = _C4_CITATION.sub("", line)
+        if "[" in line:  # every citation starts with one
+            line = _C4_CITATION.sub("", line)
         if (require_terminal_punct and (not line.endswith(_C4_LINE_END) or line.endswith("..."))) \
                 or len(words) < min_words:
             removed += bool(line)
@@ -216,7 +232,7 @@ def fineweb_c4(text: str, require_terminal_punct: bool, min_words: int, max_word
             removed += 1
             continue
         curly = curly or "{" in line
-        if any(p in lowered for p in POLICY_PHRASES):
+        if any(map(lowered.__contains__, POLICY_PHRASES)):
             removed += 1
             continue
         line_words, line_sentences = line_view(line)

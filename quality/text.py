@@ -10,8 +10,7 @@ from typing import NamedTuple
 
 # C0/C1 control characters except tab and newline; carriage returns are unified before this runs.
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
-_LINE_BREAKS = re.compile("\r\n|[\r\x85\u2028\u2029]")
-_TRAILING_SPACE = re.compile(r"[^\S\n]+(?=\n|\Z)")
+_LINE_BREAKS = re.compile("\r\n?|\x85|\u2028|\u2029")  # single characters, not a class: a faster search
 _PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~…«»“”‘’„‚‹›—–·•¡¿"
 
 
@@ -28,7 +27,7 @@ def normalize_text(text: str) -> str:
     text = unicodedata.normalize("NFC", text)
     text = _LINE_BREAKS.sub("\n", text)
     text = _CONTROL_CHARS.sub("", text)
-    text = _TRAILING_SPACE.sub("", text)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))  # whitespace before a newline or the end
     return text.strip("\n")
 
 
