@@ -12,7 +12,9 @@ For each signal preset, in one run on the same documents:
   the early exit FineWeb ran them with (a document stops at its first failing filter). It is the peer of
   every preset; install it in the benchmark's environment only (`--datatrove-python`, see
   benchmarks/agreement.py).
-Then where the stage's time went, from Spark's event log: each Spark stage's wall time and its tasks'
+Then the stage's fixed cost, `clover curate` on the first --small-docs documents (Spark and the Python
+workers starting, Great Expectations, commit, exit), and its per-document rate beyond it, which is what
+more data sees; and where the stage's time went, from Spark's event log: each Spark stage's wall time and its tasks'
 run and CPU time.
 
 The real corpus is the Python standard library's text files and those inside the sdists of
@@ -182,6 +184,17 @@ def measure_preset(paths: list[str], folder: str, preset: str, master: str, repe
         spark_stages(event_dir)
 
 
+def preset_rows(full: list[str], small: str, folder: str, preset: str, args: argparse.Namespace, sample: list[str],
+                cores: int) -> tuple[dict, list]:
+    """One preset's rates: `clover curate` on every document and on the small input (its fixed cost: Spark
+    and Python workers starting, Great Expectations, commit, exit), the scorer alone, and the Spark breakdown."""
+    row, sites = measure_preset(full, os.path.join(folder, "full"), preset, args.master, args.repeats)
+    fixed, _ = measure_preset([small], os.path.join(folder, "small"), preset, args.master, args.repeats)
+    row.update(rate=row["input"] / row["seconds"] / cores, scorer=scorer_rate(sample, preset), fixed=fixed["seconds"],
+               per_document=(row["input"] - fixed["input"]) / (row["seconds"] - fixed["seconds"]) / cores)
+    return row, [(preset, site, count, f"{wall:.1f}", f"{run:.1f}", f"{cpu:.1f}") for site, count, wall, run, cpu in sites]
+
+
 def datatrove_rates(python: str, path: str, docs: int) -> tuple[float, float]:
     """Documents per second of datatrove's four filters with FineWeb's early exit, and with every filter
     run on every document (what Clover's scorer does: it keeps every score)."""
@@ -203,6 +216,7 @@ def main() -> None:
     parser.add_argument("--sdists", default="/tmp/agreement-sdists", help="real: cache of DOC_SDISTS")
     parser.add_argument("--releases", default="/tmp/clover-real-corpus", help="real: cache of PACKAGE_RELEASES")
     parser.add_argument("--datatrove-python", default="/tmp/venv-dt/bin/python")
+    parser.add_argument("--small-docs", type=int, default=100, help="documents of the run that measures the fixed cost")
     parser.add_argument("--repeats", type=int, default=3, help="`clover curate` runs per preset; the median is reported")
     parser.add_argument("--write", help="also write the tables as markdown to this file")
     args = parser.parse_args()
@@ -216,22 +230,26 @@ def main() -> None:
         peer, peer_every = datatrove_rates(args.datatrove_python, sample_path, args.sample_docs)
         # the first session writes the driver's class archive as it exits (dataprep/jvm_archive.py): not timed
         run_stage([sample_path], os.path.join(tmp, "warm-up"), "clover", args.master, os.path.join(tmp, "warm-up-events"))
-        rates, breakdown = [], []
+        (small_path,) = write_jsonl(os.path.join(tmp, "small"), documents[: args.small_docs], files=1)
+        rates, costs, breakdown = [], [], []
         for preset in args.presets.split(","):
-            row, sites = measure_preset(paths, os.path.join(tmp, preset), preset, args.master, args.repeats)
-            stage, alone = row["input"] / row["seconds"] / cores, scorer_rate(sample, preset)
-            rates.append((preset, f"{row['input']:,}", f"{row['seconds']:.1f} ({row['spread']})", f"{stage:,.0f}",
-                          f"{alone:,.0f}", f"{peer:,.0f} / {peer_every:,.0f}", f"{stage / alone:.0%}",
-                          f"{stage / peer:.2f}x", f"{row['output']:,}"))
-            breakdown += [(preset, site, count, f"{wall:.1f}", f"{run:.1f}", f"{cpu:.1f}")
-                          for site, count, wall, run, cpu in sites]
+            row, sites = preset_rows(paths, small_path, os.path.join(tmp, preset), preset, args, sample, cores)
+            rates.append((preset, f"{row['input']:,}", f"{row['seconds']:.1f} ({row['spread']})", f"{row['rate']:,.0f}",
+                          f"{row['scorer']:,.0f}", f"{peer:,.0f} / {peer_every:,.0f}", f"{row['rate'] / row['scorer']:.0%}",
+                          f"{row['rate'] / peer:.2f}x", f"{row['output']:,}"))
+            costs.append((preset, f"{row['fixed']:.1f}", f"{row['per_document']:,.0f}",
+                          f"{row['per_document'] / row['scorer']:.0%}"))
+            breakdown += sites
     size = sum(len(text.encode()) for _, text in documents) / len(documents)
     meta = (f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, master {args.master}; "
             f"{len(documents):,} {args.corpus} documents, mean {size / 1000:.1f} kB; one-process rates on the "
             f"first {len(sample):,}")
-    lines = [meta, "", table(("preset", "docs", f"curate s (median of {args.repeats}: min-max)", "curate docs/s/core", "scorer alone docs/s/core",
-                                  "datatrove docs/s/core (early exit / every filter)", "curate / scorer",
+    lines = [meta, "", table(("preset", "docs", f"curate s (median of {args.repeats}: min-max)", "curate docs/s/core",
+                                  "scorer alone docs/s/core", "datatrove docs/s/core (early exit / every filter)", "curate / scorer",
                                   "curate / datatrove (early exit)", "kept"), rates),
+             "", f"Fixed and per-document cost: `clover curate` on the first {args.small_docs} documents (median of "
+             f"{args.repeats}), and the rate of the documents beyond them:", "",
+             table(("preset", "fixed s", "per-document docs/s/core", "per-document / scorer"), costs),
              "", "Where `clover curate`'s Spark time went (event log):", "",
              table(("preset", "call site", "Spark stages", "wall s", "task run s", "task CPU s"), breakdown)]
     print("\n".join(lines))
