@@ -14,8 +14,8 @@ For each signal preset, in one run on the same documents:
   benchmarks/agreement.py).
 Then the stage's fixed cost, `clover curate` on the first --small-docs documents (Spark and the Python
 workers starting, Great Expectations, commit, exit), and its per-document rate beyond it, which is what
-more data sees; and where the stage's time went, from Spark's event log: each Spark stage's wall time and its tasks'
-run and CPU time.
+more data sees; and where the stage's time went, from Spark's event log: each Spark stage's wall time
+and its tasks' run and CPU time.
 
 The real corpus is the Python standard library's text files and those inside the sdists of
 `real_text.DOC_SDISTS` and `real_text.PACKAGE_RELEASES` (cached in --sdists and --releases; fetched once
