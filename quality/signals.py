@@ -19,7 +19,7 @@ from quality.presets import (
 from quality.redpajama import RedPajamaDocument, redpajama_line_pass, redpajama_scores
 from quality.repetition import repeated_ngram_fraction
 from quality.text import spacy_words_and_sentences
-from schemas.config import ConfigError
+from schemas.config import DEFAULTED, ConfigError
 
 INF = math.inf
 FRACTION = (0.0, 1.0)
@@ -148,26 +148,20 @@ def resolve_thresholds(thresholds: dict[str, Bounds], preset: str) -> dict[str, 
 
     - an entry the user did not touch (still a marked default) becomes the preset's entry, or goes
       when the preset has no such rule;
-    - an entry the user set keeps the sides the user changed; a side still equal to clover's default
-      takes the preset's (the loader cannot tell "set to clover's value" from "not set");
+    - an entry the user set keeps the sides the user set, a value equal to clover's included; a side
+      the user left takes the preset's, or none where the preset has no such rule;
     - an entry the user removed (`null`) stays removed.
     """
     target = preset_thresholds(preset)
-    clover = paper_thresholds()
     resolved: dict[str, Bounds] = {}
     for name, bounds in thresholds.items():
         if getattr(bounds, "_preset_default", False):
             if name in target:
                 resolved[name] = target[name]
             continue
-        base, preset_bounds = clover.get(name), target.get(name)
-        if base is None or preset_bounds is None:
-            resolved[name] = bounds
-            continue
-        resolved[name] = Bounds(
-            min=preset_bounds.min if bounds.min == base.min else bounds.min,
-            max=preset_bounds.max if bounds.max == base.max else bounds.max,
-        )
+        left, preset_bounds = getattr(bounds, DEFAULTED, frozenset()), target.get(name, Bounds())
+        resolved[name] = Bounds(min=preset_bounds.min if "min" in left else bounds.min,
+                                max=preset_bounds.max if "max" in left else bounds.max)
     return resolved
 
 

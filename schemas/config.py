@@ -13,6 +13,11 @@ import yaml
 T = TypeVar("T")
 
 
+# On a dataclass value the loader built by merging a user's mapping onto a default: the names of the
+# fields it took from that default, not from the user.
+DEFAULTED = "_defaulted_fields"
+
+
 class ConfigError(ValueError):
     """A config file or override that does not fit the config dataclass."""
 
@@ -71,7 +76,8 @@ def _build(cls: type[T], data: dict, prefix: str = "", base: T | None = None, co
     if unknown:
         where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
         raise ConfigError(f"unknown config key {where} (known: {', '.join(sorted(fields))})")
-    base = base if base is not None else cls()
+    merged_onto_default = base is not None
+    base = base if merged_onto_default else cls()
     kwargs = {}
     for name in fields:
         current = getattr(base, name)
@@ -80,7 +86,10 @@ def _build(cls: type[T], data: dict, prefix: str = "", base: T | None = None, co
             kwargs[name] = _convert(data[name], hints[name], key, current, complete)
         else:
             kwargs[name] = current
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    if merged_onto_default:  # the fields the user left, which a later default may still replace (quality.signals)
+        object.__setattr__(built, DEFAULTED, frozenset(fields) - set(data))
+    return built
 
 
 def _set_dotted(cls: type, data: dict, dotted: str, value: Any) -> None:

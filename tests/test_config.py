@@ -2,7 +2,8 @@ import pytest
 import yaml
 
 from dataprep.curate import CurateConfig
-from schemas.config import ConfigError, load_config, parse_set_option, reference
+from quality.signals import Bounds
+from schemas.config import ConfigError, build_config, load_config, parse_set_option, reference, to_dict
 
 
 def _write(tmp_path, data):
@@ -83,3 +84,17 @@ def test_spark_settings_from_set_or_yaml_stay_strings(tmp_path):
                               "spark.sql.shuffle.partitions": "16"}
     with pytest.raises(ConfigError, match="'spark.master' must be str"):
         load_config(CurateConfig, None, {"spark.master": 3})
+
+
+def test_a_threshold_side_set_to_clovers_value_stays_under_a_preset():
+    """The loader records which sides a user set, so a side set to exactly clover's default is not mistaken
+    for one left unset (fineweb's own is 0.01); a side left follows the preset, or is unbounded where the
+    preset has no such rule."""
+    cfg = load_config(CurateConfig, None, {"signals.preset": "fineweb",
+                                           "thresholds.fineweb_dup_line_char_frac.max": 0.10,
+                                           "thresholds.gopher_word_count.max": 100_000,
+                                           "thresholds.repeated_ngram_frac.min": 0.0})
+    assert cfg.thresholds["fineweb_dup_line_char_frac"] == Bounds(max=0.10)
+    assert cfg.thresholds["gopher_word_count"] == Bounds(min=50, max=100_000)
+    assert cfg.thresholds["repeated_ngram_frac"] == Bounds(min=0.0)  # fineweb has no such rule: no max
+    assert build_config(CurateConfig, to_dict(cfg)).thresholds == cfg.thresholds  # the recorded config means the same
