@@ -64,6 +64,8 @@ _NEVER = "(?!)"  # a regex that matches nowhere
 
 def _alternatives(pattern: str) -> list[str]:
     """A regex's top-level alternatives, as source: split at each `|` outside groups, classes and escapes."""
+    if _regex_parser.parse(pattern).state.flags & ~re.UNICODE:
+        raise ValueError(f"flags would apply to the first alternative only: {pattern[:40]}")
     parts, depth, start, i, in_class = [], 0, 0, 0, False
     while i < len(pattern):
         char = pattern[i]
@@ -83,20 +85,67 @@ def _alternatives(pattern: str) -> list[str]:
     return parts + [pattern[start:]]
 
 
+def _first_chars(items: list) -> frozenset[str] | None:
+    """The characters a match of parsed regex items can start with, lookarounds and anchors skipped
+    (they consume nothing); None unless the first consuming item surely consumes a listed character."""
+    for op, value in items:
+        if op in (_regex_parser.AT, _regex_parser.ASSERT, _regex_parser.ASSERT_NOT):
+            continue
+        if op is _regex_parser.LITERAL:
+            return frozenset(chr(value))
+        if op is _regex_parser.IN and all(kind in (_regex_parser.LITERAL, _regex_parser.RANGE) for kind, _ in value):
+            return frozenset(chr(code) for kind, v in value for code in ([v] if kind is _regex_parser.LITERAL
+                                                                          else range(v[0], v[1] + 1)))
+        if op is _regex_parser.BRANCH:
+            firsts = [_first_chars(branch.data) for branch in value[1]]
+            return None if None in firsts else frozenset().union(*firsts)
+        if op is _regex_parser.SUBPATTERN and not value[1] & re.IGNORECASE:  # (group, flags on, off, items)
+            return _first_chars(value[-1].data)
+        if op in (_regex_parser.MAX_REPEAT, _regex_parser.MIN_REPEAT) and value[0] >= 1:
+            return _first_chars(value[2].data)
+        return None
+    return None
+
+
+_Matchers = dict[str, Callable[[str, int], "re.Match[str] | None"]]
+
+
+def _matchers_by_first_char(alternatives: list[str]) -> _Matchers:
+    """For each character some alternative's match can start with, `match` of the alternatives that can,
+    in their order: at any position it finds what the whole alternation would (the same alternative
+    wins), trying a few alternatives instead of all. Every match consumes a character."""
+    by_char: dict[str, list[str]] = {}
+    for alternative in alternatives:
+        chars = _first_chars(_regex_parser.parse(alternative).data)
+        if chars is None:
+            raise ValueError(f"no first characters for the spaCy pattern {alternative[:40]}")
+        for char in chars:
+            by_char.setdefault(char, []).append(alternative)
+    compiled = {group: re.compile("|".join(group)).match for group in set(map(tuple, by_char.values()))}
+    return {char: compiled[tuple(group)] for char, group in by_char.items()}
+
+
+def _leftmost_match(matchers: _Matchers, text: str, pos: int) -> re.Match[str] | None:
+    """`search(text, pos)` of the alternation behind `matchers` (a lookbehind sees before `pos`)."""
+    for position in range(pos, len(text)):
+        match = matchers.get(text[position])
+        if match and (found := match(text, position)):
+            return found
+    return None
+
+
 def _suffix_length(pattern: str) -> Callable[[str], int]:
     """The characters spaCy's suffix search (`re.search` of an alternation of `...$` patterns) strips
     from a chunk: from the leftmost start of any alternative's match to the end, 0 without one. An
-    alternative at most `_SHORT_SUFFIX` wide can only start that close to the end, so those are searched
-    from there (a lookbehind still sees the characters before), the others over the whole chunk: the
-    same leftmost start without trying every alternative at every position of a long chunk."""
+    alternative at most `_SHORT_SUFFIX` wide can only start that close to the end, so those are tried
+    only there, the others searched over the whole chunk."""
     widths = {a: _regex_parser.parse(a).getwidth()[1] for a in _alternatives(pattern)}
-    short = [a for a, width in widths.items() if width <= _SHORT_SUFFIX]
-    window = max((widths[a] for a in short), default=0)
-    short_search = re.compile("|".join(short) or _NEVER).search
-    long_search = re.compile("|".join(a for a in widths if a not in short) or _NEVER).search
+    short = _matchers_by_first_char([a for a, width in widths.items() if width <= _SHORT_SUFFIX])
+    window = max((width for width in widths.values() if width <= _SHORT_SUFFIX), default=0)
+    long_search = re.compile("|".join(a for a, width in widths.items() if width > _SHORT_SUFFIX) or _NEVER).search
 
     def suffix_length(chunk: str) -> int:
-        match = short_search(chunk, max(len(chunk) - window, 0))
+        match = _leftmost_match(short, chunk, max(len(chunk) - window, 0))
         anywhere = long_search(chunk)
         if anywhere and (not match or anywhere.start() < match.start()):
             match = anywhere
@@ -105,11 +154,27 @@ def _suffix_length(pattern: str) -> Callable[[str], int]:
     return suffix_length
 
 
+def _infix_finder(pattern: str) -> Callable[[str], list[re.Match[str]]]:
+    """`re.finditer` for spaCy's infixes, trying a match only where one can start (most chunks have no
+    such character, or one or two). Every match consumes a character, so the next starts at its end."""
+    matchers = _matchers_by_first_char(_alternatives(pattern))
+
+    def finditer(chunk: str) -> list[re.Match[str]]:
+        found: list[re.Match[str]] = []
+        if matchers.keys().isdisjoint(chunk):
+            return found
+        while match := _leftmost_match(matchers, chunk, found[-1].end() if found else 0):
+            found.append(match)
+        return found
+
+    return finditer
+
+
 @functools.lru_cache(maxsize=1)
 def _spacy_rules():
     from quality import fineweb_tables as t
 
-    return (re.compile(t.PREFIX).search, _suffix_length(t.SUFFIX), re.compile(t.INFIX).finditer,
+    return (re.compile(t.PREFIX).search, _suffix_length(t.SUFFIX), _infix_finder(t.INFIX),
             re.compile(t.URL).match, t.EXCEPTIONS, frozenset(t.SENTENCE_PUNCT))
 
 
@@ -120,7 +185,7 @@ def _split_affixes(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str
     """spaCy's Tokenizer._split_affixes + _attach_tokens for one whitespace-free chunk (spacy/tokenizer.pyx):
     strip prefixes and suffixes until a special case or nothing is left, then a special case, a URL, or
     infix splits."""
-    prefix, suffix_length, infixes, url, _, _ = _spacy_rules()
+    prefix, suffix_length, _, url, _, _ = _spacy_rules()
     if chunk in specials:
         return list(specials[chunk])
     tokens: list[str] = []
@@ -155,22 +220,27 @@ def _split_affixes(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str
             break
     if chunk in specials:
         tokens.extend(specials[chunk])
-    elif chunk and url(chunk):
-        tokens.append(chunk)
     elif chunk:
-        start = 0
-        for m in infixes(chunk):
-            if m.start() == 0:
-                continue
-            if m.start() != start:
-                tokens.append(chunk[start:m.start()])
-            if m.start() != m.end():
-                tokens.append(chunk[m.start():m.end()])
-            start = m.end()
-        if chunk[start:]:
-            tokens.append(chunk[start:])
+        pieces = _infix_split(chunk)  # pieces spell the chunk: one piece is the URL's token too
+        tokens.extend(pieces if len(pieces) == 1 or not url(chunk) else [chunk])
     tokens.extend(reversed(suffixes))
     return tokens
+
+
+def _infix_split(chunk: str) -> list[str]:
+    """A chunk split at its infixes, a match at its start ignored (the rest of _attach_tokens)."""
+    pieces, start = [], 0
+    for m in _spacy_rules()[2](chunk):
+        if m.start() == 0:
+            continue
+        if m.start() != start:
+            pieces.append(chunk[start:m.start()])
+        if m.start() != m.end():
+            pieces.append(chunk[m.start():m.end()])
+        start = m.end()
+    if chunk[start:]:
+        pieces.append(chunk[start:])
+    return pieces
 
 
 @functools.lru_cache(maxsize=1)
@@ -197,6 +267,8 @@ def _apply_special_cases(tokens: list[str], chunk_of: list[int]) -> list[str]:
     one (taken or not) is dropped. A match across a
     single space takes its tokens but changes nothing (its text, space included, is no special case)."""
     patterns, lengths_from, _ = _special_patterns()
+    if lengths_from.keys().isdisjoint(tokens):  # no token starts a pattern (most runs)
+        return tokens
     specials = _spacy_rules()[4]
     matches = [(-n, start, start + n) for start, token in enumerate(tokens) if token in lengths_from
                for n in lengths_from[token]

@@ -56,6 +56,28 @@ def test_suffix_search_near_the_end_finds_the_leftmost_suffix():
     assert suffix_length("a)") == 1
 
 
+def test_matching_by_first_character_finds_what_the_whole_alternation_finds():
+    """spaCy's suffix and infix alternations are tried only where an alternative can start; the same
+    alternative must win (its end decides an infix token) and lookbehinds must see before the start."""
+    import itertools
+    import re
+
+    from quality import fineweb_tables
+    from quality.text import _leftmost_match, _matchers_by_first_char, _spacy_rules
+
+    alternatives = ["(?<=[0-9])ab", "a", "abc", "(?:x|yz)+", "[b-c]c$"]
+    matchers, whole = _matchers_by_first_char(alternatives), re.compile("|".join(alternatives))
+    for text in map("".join, itertools.product("1abcxyz", repeat=4)):
+        for pos in range(4):
+            found, expected = _leftmost_match(matchers, text, pos), whole.search(text, pos)
+            assert (found and found.span()) == (expected and expected.span()), (text, pos)
+    infixes, expected = _spacy_rules()[2], re.compile(fineweb_tables.INFIX).finditer
+    for chunk in ["a.B,c", "x=1", "3-4+5", "a--b...c", "foo.bar(baz)", "a…b", "plain"]:
+        assert [m.span() for m in infixes(chunk)] == [m.span() for m in expected(chunk)]
+    with pytest.raises(ValueError, match="no first characters"):
+        _matchers_by_first_char([r"\d+"])
+
+
 def test_first_occurrence_counts_in_clover_not_in_fineweb():
     text = "a b\na b\nc"
     clover = gopher_repetition(DocumentView(text))
