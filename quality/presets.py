@@ -33,20 +33,16 @@ STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 _FINEWEB_LINE_END = tuple(fineweb_tables.DATATROVE_TERMINAL_PUNCTUATION)
 _C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")  # case-sensitive, "[]" included
 _C4_LINE_END = (".", "?", "!", '"', "'")
-_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
-_LINE_BREAKS = re.compile("\n+")
+# a literal first newline, not a repeat, lets the regex engine scan for it quickly
+_PARAGRAPH_BREAK = re.compile("\n\n+")
+_LINE_BREAKS = re.compile("\n\n*")
 
 
 def _later_copies(elements: list[str]) -> tuple[int, int]:
-    """(copies after the first, their characters): datatrove's find_duplicates."""
-    seen: set[str] = set()
-    copies = chars = 0
-    for element in elements:
-        if element in seen:
-            copies, chars = copies + 1, chars + len(element)
-        else:
-            seen.add(element)
-    return copies, chars
+    """(copies after the first, their characters): datatrove's find_duplicates. Every element counts
+    but each distinct one's first occurrence."""
+    distinct = set(elements)
+    return len(elements) - len(distinct), sum(map(len, elements)) - sum(map(len, distinct))
 
 
 def most_common_ngram(words: list[str], n: int) -> tuple[tuple[str, ...], int]:

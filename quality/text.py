@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import re
 import unicodedata
 from collections.abc import Callable
@@ -298,11 +300,22 @@ class _Chunk(NamedTuple):
     has_mark: bool  # a sentence-final mark among the tokens
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=1 << 17)  # ~45 MB; a miss costs ~8 us, and code has many distinct chunks
 def _chunk(chunk: str) -> _Chunk:
     pieces = tuple(_split_affixes(chunk, _spacy_rules()[4]))
     tokens = tuple(_apply_special_cases(list(pieces), [0] * len(pieces)))
     return _Chunk(pieces, pieces if tokens == pieces else tokens, not _spacy_rules()[5].isdisjoint(tokens))
+
+
+_PIECES, _TOKENS, _HAS_MARK = operator.attrgetter("pieces"), operator.attrgetter("tokens"), operator.attrgetter("has_mark")
+_FIRST, _LAST = operator.itemgetter(0), operator.itemgetter(-1)
+
+
+def _special_case_may_span(chunks: list[_Chunk]) -> bool:
+    """Whether two adjacent chunks end and start with a pair adjacent in a special-case pattern, as a
+    match across them must (it can then block one inside a chunk)."""
+    pieces = list(map(_PIECES, chunks))
+    return not _special_patterns()[2].isdisjoint(zip(map(_LAST, pieces), map(_FIRST, pieces[1:])))
 
 
 _CHUNKS = re.compile(r"(\S+)(\s*)")
@@ -342,16 +355,18 @@ def spacy_words_and_sentences(text: str) -> tuple[list[str], int]:
     a sentence ends after a sentence-final mark, at the next token that is not punctuation; at least 1.
     One tokenization serves both.
 
-    Text of chunks joined by single spaces (most stripped lines) is the concatenation of its chunks'
-    tokens unless a special case could span two of them (a pattern's adjacent pair at a boundary), and
-    without a sentence-final mark it is one sentence; any other text takes spaCy's whole algorithm."""
+    Unless a special case could span two chunks, the words are the concatenation of the chunks' tokens
+    (whitespace tokens are no words), and without a sentence-final mark the text is one sentence; text
+    of chunks joined by single spaces has no whitespace tokens to count. Any other text takes spaCy's
+    whole algorithm."""
     chunks = text.split()
-    if " ".join(chunks) == text:
-        records = list(map(_chunk, chunks))
-        adjacent = _special_patterns()[2]
-        if not any((left.pieces[-1], right.pieces[0]) in adjacent for left, right in zip(records, records[1:])):
-            words = [token for record in records for token in record.tokens]
-            return words, _sentences(words) if any(record.has_mark for record in records) else 1
+    records = list(map(_chunk, chunks))
+    if not _special_case_may_span(records):
+        words = list(itertools.chain.from_iterable(map(_TOKENS, records)))
+        if not any(map(_HAS_MARK, records)):
+            return words, 1
+        if " ".join(chunks) == text:
+            return words, _sentences(words)
     tokens = _spacy_tokens(text)
     return _words(tokens), _sentences(tokens)
 
