@@ -8,7 +8,7 @@ import operator
 import re
 import unicodedata
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 # C0/C1 control characters except tab and newline; carriage returns are unified before this runs.
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
@@ -60,8 +60,8 @@ try:
 except ImportError:  # Python 3.10
     import sre_parse as _regex_parser
 
-_SHORT_SUFFIX = 16  # characters: a suffix alternative at most this wide is searched only at the chunk's end
 _NEVER = "(?!)"  # a regex that matches nowhere
+_T = TypeVar("_T")
 
 
 def _alternatives(pattern: str) -> list[str]:
@@ -87,10 +87,11 @@ def _alternatives(pattern: str) -> list[str]:
     return parts + [pattern[start:]]
 
 
-def _first_chars(items: list) -> frozenset[str] | None:
-    """The characters a match of parsed regex items can start with, lookarounds and anchors skipped
-    (they consume nothing); None unless the first consuming item surely consumes a listed character."""
-    for op, value in items:
+def _edge_chars(items: list, last: bool) -> frozenset[str] | None:
+    """The characters a match of parsed regex items can start (or end) with, lookarounds and anchors
+    skipped (they consume nothing); None unless the first (last) consuming item surely consumes a
+    listed character."""
+    for op, value in reversed(items) if last else items:
         if op in (_regex_parser.AT, _regex_parser.ASSERT, _regex_parser.ASSERT_NOT):
             continue
         if op is _regex_parser.LITERAL:
@@ -99,74 +100,69 @@ def _first_chars(items: list) -> frozenset[str] | None:
             return frozenset(chr(code) for kind, v in value for code in ([v] if kind is _regex_parser.LITERAL
                                                                           else range(v[0], v[1] + 1)))
         if op is _regex_parser.BRANCH:
-            firsts = [_first_chars(branch.data) for branch in value[1]]
-            return None if None in firsts else frozenset().union(*firsts)
+            edges = [_edge_chars(branch.data, last) for branch in value[1]]
+            return None if None in edges else frozenset().union(*edges)
         if op is _regex_parser.SUBPATTERN and not value[1] & re.IGNORECASE:  # (group, flags on, off, items)
-            return _first_chars(value[-1].data)
+            return _edge_chars(value[-1].data, last)
         if op in (_regex_parser.MAX_REPEAT, _regex_parser.MIN_REPEAT) and value[0] >= 1:
-            return _first_chars(value[2].data)
+            return _edge_chars(value[2].data, last)
         return None
     return None
 
 
-_Matchers = dict[str, Callable[[str, int], "re.Match[str] | None"]]
-
-
-def _matchers_by_first_char(alternatives: list[str]) -> _Matchers:
-    """For each character some alternative's match can start with, `match` of the alternatives that can,
-    in their order: at any position it finds what the whole alternation would (the same alternative
-    wins), trying a few alternatives instead of all. Every match consumes a character."""
-    by_char: dict[str, list[str]] = {}
+def _by_edge_char(alternatives: list[str], last: bool, compile_group: Callable[[tuple[str, ...]], _T]) -> dict[str, _T]:
+    """For each character some alternative's match can start (or end) with, `compile_group` of the
+    alternatives that can, in their order, so that where an alternative matches the same one wins as in
+    the whole alternation; compiled once per distinct group."""
+    groups: dict[str, list[str]] = {}
     for alternative in alternatives:
-        chars = _first_chars(_regex_parser.parse(alternative).data)
+        chars = _edge_chars(_regex_parser.parse(alternative).data, last)
         if chars is None:
-            raise ValueError(f"no first characters for the spaCy pattern {alternative[:40]}")
+            raise ValueError(f"no {'last' if last else 'first'} characters for the spaCy pattern {alternative[:40]}")
         for char in chars:
-            by_char.setdefault(char, []).append(alternative)
-    compiled = {group: re.compile("|".join(group)).match for group in set(map(tuple, by_char.values()))}
-    return {char: compiled[tuple(group)] for char, group in by_char.items()}
-
-
-def _leftmost_match(matchers: _Matchers, text: str, pos: int) -> re.Match[str] | None:
-    """`search(text, pos)` of the alternation behind `matchers` (a lookbehind sees before `pos`)."""
-    for position in range(pos, len(text)):
-        match = matchers.get(text[position])
-        if match and (found := match(text, position)):
-            return found
-    return None
+            groups.setdefault(char, []).append(alternative)
+    compiled = {group: compile_group(group) for group in set(map(tuple, groups.values()))}
+    return {char: compiled[tuple(group)] for char, group in groups.items()}
 
 
 def _suffix_length(pattern: str) -> Callable[[str], int]:
     """The characters spaCy's suffix search (`re.search` of an alternation of `...$` patterns) strips
-    from a chunk: from the leftmost start of any alternative's match to the end, 0 without one. An
-    alternative at most `_SHORT_SUFFIX` wide can only start that close to the end, so those are tried
-    only there, the others searched over the whole chunk."""
-    widths = {a: _regex_parser.parse(a).getwidth()[1] for a in _alternatives(pattern)}
-    short = _matchers_by_first_char([a for a, width in widths.items() if width <= _SHORT_SUFFIX])
-    window = max((width for width in widths.values() if width <= _SHORT_SUFFIX), default=0)
-    long_search = re.compile("|".join(a for a, width in widths.items() if width > _SHORT_SUFFIX) or _NEVER).search
+    from a chunk: from the leftmost start of any alternative's match to the end, 0 without one. A chunk
+    holds no newline, so every match ends at its end: only the alternatives that can end with its last
+    character are searched, and only as far back as the widest of them reaches."""
+    alternatives = _alternatives(pattern)
+    if any(_regex_parser.parse(a).data[-1] != (_regex_parser.AT, _regex_parser.AT_END) for a in alternatives):
+        raise ValueError("a spaCy suffix pattern that does not end with `$`")
+    searches = _by_edge_char(alternatives, True, lambda group: (
+        re.compile("|".join(group)).search, max(_regex_parser.parse(a).getwidth()[1] for a in group)))
+    nothing = (re.compile(_NEVER).search, 0)
 
     def suffix_length(chunk: str) -> int:
-        match = _leftmost_match(short, chunk, max(len(chunk) - window, 0))
-        anywhere = long_search(chunk)
-        if anywhere and (not match or anywhere.start() < match.start()):
-            match = anywhere
+        search, width = searches.get(chunk[-1:], nothing)
+        match = search(chunk, max(len(chunk) - width, 0))  # a lookbehind sees the characters before
         return len(chunk) - match.start() if match else 0
 
     return suffix_length
 
 
 def _infix_finder(pattern: str) -> Callable[[str], list[re.Match[str]]]:
-    """`re.finditer` for spaCy's infixes, trying a match only where one can start (most chunks have no
-    such character, or one or two). Every match consumes a character, so the next starts at its end."""
-    matchers = _matchers_by_first_char(_alternatives(pattern))
+    """`re.finditer` for spaCy's infixes, trying at each position only the alternatives that can start
+    with its character (most chunks have no such character, or one or two). Every match consumes a
+    character, so the next starts at its end; a lookbehind sees the characters before."""
+    matchers = _by_edge_char(_alternatives(pattern), False, lambda group: re.compile("|".join(group)).match)
 
     def finditer(chunk: str) -> list[re.Match[str]]:
         found: list[re.Match[str]] = []
         if matchers.keys().isdisjoint(chunk):
             return found
-        while match := _leftmost_match(matchers, chunk, found[-1].end() if found else 0):
-            found.append(match)
+        position = 0
+        while position < len(chunk):
+            match = matchers.get(chunk[position])
+            if match and (m := match(chunk, position)):
+                found.append(m)
+                position = m.end()
+            else:
+                position += 1
         return found
 
     return finditer

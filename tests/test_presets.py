@@ -8,7 +8,7 @@ from quality.document import DocumentView
 from quality.gopher import gopher_quality, gopher_repetition
 from quality.presets import fineweb_c4, fineweb_gopher_quality, fineweb_gopher_repetition, fineweb_quality
 from quality.signals import SCORE_RANGES, DocumentScorer, SignalConfig, fineweb_thresholds, paper_thresholds
-from quality.text import spacy_words, spacy_words_and_sentences
+from quality.text import _spacy_rules, spacy_words, spacy_words_and_sentences
 from schemas.config import ConfigError, build_config, load_config, to_dict
 
 
@@ -47,38 +47,42 @@ def test_spacy_lines_of_single_spaces_match_spacys_whole_algorithm():
 
 
 def test_suffix_search_near_the_end_finds_the_leftmost_suffix():
-    """Short suffix patterns are searched only near a chunk's end, `..+` everywhere."""
-    from quality.text import _spacy_rules
-
+    """Suffix patterns are searched only as far back as the widest that can end with the chunk's last
+    character reaches: `..+` from the start."""
     suffix_length = _spacy_rules()[1]
     assert suffix_length("abc") == 0
-    assert suffix_length("ab.......") == 7  # the dot run, wider than the window
+    assert suffix_length("ab.......") == 7  # the whole dot run
     assert suffix_length("x" * 40 + "'s") == 2
-    assert suffix_length("x" * 10 + "5اكواب") == 5  # the widest unit: its lookbehind sees the digit before the window
+    assert suffix_length("x" * 10 + "5اكواب") == 5  # the widest unit: its lookbehind sees the digit before it
     assert suffix_length("x" * 10 + "aاكواب") == 0
     assert suffix_length("a)") == 1
 
 
-def test_matching_by_first_character_finds_what_the_whole_alternation_finds():
-    """spaCy's suffix and infix alternations are tried only where an alternative can start; the same
-    alternative must win (its end decides an infix token) and lookbehinds must see before the start."""
+def test_matching_by_edge_character_finds_what_the_whole_alternation_finds():
+    """spaCy's infix and suffix alternations are tried only where an alternative can start (end): the
+    same alternative must win (its end decides an infix token), lookbehinds must see before the start,
+    and an unbounded suffix must still be found from the chunk's start."""
     import itertools
     import re
 
     from quality import fineweb_tables
-    from quality.text import _leftmost_match, _matchers_by_first_char, _spacy_rules
+    from quality.text import _infix_finder, _suffix_length
 
-    alternatives = ["(?<=[0-9])ab", "a", "abc", "(?:x|yz)+", "[b-c]c$"]
-    matchers, whole = _matchers_by_first_char(alternatives), re.compile("|".join(alternatives))
-    for text in map("".join, itertools.product("1abcxyz", repeat=4)):
-        for pos in range(4):
-            found, expected = _leftmost_match(matchers, text, pos), whole.search(text, pos)
-            assert (found and found.span()) == (expected and expected.span()), (text, pos)
-    infixes, expected = _spacy_rules()[2], re.compile(fineweb_tables.INFIX).finditer
+    infixes = "(?<=[0-9])ab|a|abc|(?:x|yz)+|[b-c]c|\\.\\.+"
+    suffixes = "(?<=[0-9])ab$|b$|abc$|(?:x|yz)+$|[b-c]c$|\\.\\.+$"
+    find_infixes, suffix_length = _infix_finder(infixes), _suffix_length(suffixes)
+    for text in map("".join, itertools.product("1abcxyz.", repeat=4)):
+        assert [m.span() for m in find_infixes(text)] == [m.span() for m in re.finditer(infixes, text)], text
+        match = re.search(suffixes, text)
+        assert suffix_length(text) == (len(text) - match.start() if match else 0), text
+    assert suffix_length("a" + "." * 30) == 30
+    find_infixes = _spacy_rules()[2]
     for chunk in ["a.B,c", "x=1", "3-4+5", "a--b...c", "foo.bar(baz)", "a…b", "plain"]:
-        assert [m.span() for m in infixes(chunk)] == [m.span() for m in expected(chunk)]
+        assert [m.span() for m in find_infixes(chunk)] == [m.span() for m in re.finditer(fineweb_tables.INFIX, chunk)]
     with pytest.raises(ValueError, match="no first characters"):
-        _matchers_by_first_char([r"\d+"])
+        _infix_finder(r"\d+")
+    with pytest.raises(ValueError, match="does not end with"):
+        _suffix_length("a$|b")
 
 
 def test_first_occurrence_counts_in_clover_not_in_fineweb():
