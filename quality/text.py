@@ -125,6 +125,23 @@ def _by_edge_char(alternatives: list[str], last: bool, compile_group: Callable[[
     return {char: compiled[tuple(group)] for char, group in groups.items()}
 
 
+def _prefix_length(pattern: str) -> Callable[[str], int]:
+    """The characters spaCy's prefix search (an alternation of `^...` patterns) strips from a chunk:
+    the end of the first alternative that matches at its start, 0 without one. Only the alternatives
+    that can start with its first character are tried."""
+    alternatives = _alternatives(pattern)
+    if any(_regex_parser.parse(a).data[0] != (_regex_parser.AT, _regex_parser.AT_BEGINNING) for a in alternatives):
+        raise ValueError("a spaCy prefix pattern that does not start with `^`")
+    matchers = _by_edge_char(alternatives, False, lambda group: re.compile("|".join(group)).match)
+
+    def prefix_length(chunk: str) -> int:
+        match = matchers.get(chunk[:1])
+        found = match(chunk) if match else None
+        return found.end() if found else 0
+
+    return prefix_length
+
+
 def _suffix_length(pattern: str) -> Callable[[str], int]:
     """The characters spaCy's suffix search (`re.search` of an alternation of `...$` patterns) strips
     from a chunk: from the leftmost start of any alternative's match to the end, 0 without one. A chunk
@@ -172,7 +189,7 @@ def _infix_finder(pattern: str) -> Callable[[str], list[re.Match[str]]]:
 def _spacy_rules():
     from quality import fineweb_tables as t
 
-    return (re.compile(t.PREFIX).search, _suffix_length(t.SUFFIX), _infix_finder(t.INFIX),
+    return (_prefix_length(t.PREFIX), _suffix_length(t.SUFFIX), _infix_finder(t.INFIX),
             re.compile(t.URL).match, t.EXCEPTIONS, frozenset(t.SENTENCE_PUNCT))
 
 
@@ -183,7 +200,7 @@ def _split_affixes(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str
     """spaCy's Tokenizer._split_affixes + _attach_tokens for one whitespace-free chunk (spacy/tokenizer.pyx):
     strip prefixes and suffixes until a special case or nothing is left, then a special case, a URL, or
     infix splits."""
-    prefix, suffix_length, _, url, _, _ = _spacy_rules()
+    prefix_length, suffix_length, _, url, _, _ = _spacy_rules()
     if chunk in specials:
         return list(specials[chunk])
     tokens: list[str] = []
@@ -193,8 +210,7 @@ def _split_affixes(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str
         if chunk in specials:
             break
         last = len(chunk)
-        m = prefix(chunk)
-        pre = m.end() if m else 0
+        pre = prefix_length(chunk)
         if pre and chunk[pre:] in specials:
             tokens.append(chunk[:pre])
             chunk = chunk[pre:]
@@ -247,10 +263,10 @@ def _special_patterns() -> tuple[dict[tuple[str, ...], str], dict[str, tuple[int
     without special cases (Tokenizer.add_special_case with faster_heuristics); for each first token
     the pattern lengths that start with it, so that a scan tries only those; and the pairs of tokens
     adjacent in a pattern, since a match across two chunks holds the pair at their boundary."""
-    prefix, suffix_length, infixes, _, specials, _ = _spacy_rules()
+    prefix_length, suffix_length, infixes, _, specials, _ = _spacy_rules()
     patterns = {}
     for key in specials:
-        if prefix(key) or suffix_length(key) or any(True for _ in infixes(key)):
+        if prefix_length(key) or suffix_length(key) or infixes(key):
             patterns[tuple(_split_affixes(key, _NO_SPECIALS))] = key
     lengths: dict[str, set[int]] = {}
     for pattern in patterns:
