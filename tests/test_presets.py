@@ -59,22 +59,25 @@ def test_suffix_search_near_the_end_finds_the_leftmost_suffix():
 
 
 def test_matching_by_edge_character_finds_what_the_whole_alternation_finds():
-    """spaCy's infix and suffix alternations are tried only where an alternative can start (end): the
+    """spaCy's affix alternations are tried only where an alternative can start (end): the
     same alternative must win (its end decides an infix token), lookbehinds must see before the start,
     and an unbounded suffix must still be found from the chunk's start."""
     import itertools
     import re
 
     from quality import fineweb_tables
-    from quality.text import _infix_finder, _suffix_length
+    from quality.text import _infix_finder, _prefix_length, _suffix_length
 
     infixes = "(?<=[0-9])ab|a|abc|(?:x|yz)+|[b-c]c|\\.\\.+"
     suffixes = "(?<=[0-9])ab$|b$|abc$|(?:x|yz)+$|[b-c]c$|\\.\\.+$"
-    find_infixes, suffix_length = _infix_finder(infixes), _suffix_length(suffixes)
+    prefixes = "^a|^ab|^(?:b|bc)c|^x(?!y)|^\\.\\.+"
+    find_infixes, suffix_length, prefix_length = _infix_finder(infixes), _suffix_length(suffixes), _prefix_length(prefixes)
     for text in map("".join, itertools.product("1abcxyz.", repeat=4)):
         assert [m.span() for m in find_infixes(text)] == [m.span() for m in re.finditer(infixes, text)], text
         match = re.search(suffixes, text)
         assert suffix_length(text) == (len(text) - match.start() if match else 0), text
+        match = re.search(prefixes, text)
+        assert prefix_length(text) == (match.end() if match else 0), text
     assert suffix_length("a" + "." * 30) == 30
     find_infixes = _spacy_rules()[2]
     for chunk in ["a.B,c", "x=1", "3-4+5", "a--b...c", "foo.bar(baz)", "a…b", "plain"]:
@@ -83,6 +86,8 @@ def test_matching_by_edge_character_finds_what_the_whole_alternation_finds():
         _infix_finder(r"\d+")
     with pytest.raises(ValueError, match="does not end with"):
         _suffix_length("a$|b")
+    with pytest.raises(ValueError, match="does not start with"):
+        _prefix_length("^a|b")
 
 
 def test_first_occurrence_counts_in_clover_not_in_fineweb():
