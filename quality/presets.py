@@ -52,7 +52,14 @@ def most_common_ngram(words: list[str], n: int) -> tuple[tuple[str, ...], int]:
     return grams.most_common(1)[0] if grams else ((), 0)
 
 
-def _top_ngram_chars(words: list[str], sizes: range) -> dict[int, int]:
+def _word_offsets(words: list[str]) -> np.ndarray:
+    """Where each word starts in the words joined without separator, then the joined length."""
+    offsets = np.zeros(len(words) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)), out=offsets[1:])
+    return offsets
+
+
+def _top_ngram_chars(words: list[str], offsets: np.ndarray, sizes: range) -> dict[int, int]:
     """For each n in `sizes` (from 2 up), the characters of the most frequent word n-gram, joined by
     spaces, times its count; 0 without n-grams. A single occurrence counts (datatrove's
     find_top_duplicate); ties go to the n-gram seen first, as in `most_common_ngram`.
@@ -61,7 +68,6 @@ def _top_ngram_chars(words: list[str], sizes: range) -> dict[int, int]:
     last word's, so equal ids mean equal word tuples and the counting runs in numpy."""
     first_seen: dict[str, int] = {}
     word_ids = np.fromiter(map(first_seen.setdefault, words, itertools.count()), dtype=np.int64, count=len(words))
-    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     gram_ids, result = word_ids, {}
     for n in range(2, sizes.stop):
         grams = len(words) - n + 1
@@ -73,14 +79,14 @@ def _top_ngram_chars(words: list[str], sizes: range) -> dict[int, int]:
         gram_ids = first[gram_ids]
         top = counts.max()
         position = first[counts == top].min()
-        result[n] = int(lengths[position:position + n].sum() + n - 1) * int(top)
+        result[n] = int(offsets[position + n] - offsets[position] + n - 1) * int(top)
     return {n: result[n] for n in sizes}
 
 
 _BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
 
 
-def _greedy_duplicate_chars(words: list[str], sizes: range) -> dict[int, int]:
+def _greedy_duplicate_chars(words: list[str], offsets: np.ndarray, sizes: range) -> dict[int, int]:
     """datatrove's find_all_duplicate for each n in `sizes`: scan left to right; an n-gram (words
     concatenated without separator) seen before adds its characters and the scan jumps past it, so the
     first occurrence never counts and overlapping repeats count once.
@@ -90,7 +96,6 @@ def _greedy_duplicate_chars(words: list[str], sizes: range) -> dict[int, int]:
     sort (a key shared across sizes only adds a visit); a hash match is confirmed on the strings, and a
     collision falls back to scanning the strings themselves."""
     joined = "".join(words)
-    offsets = np.fromiter(itertools.accumulate(map(len, words), initial=0), dtype=np.int64, count=len(words) + 1)
     codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     powers = np.concatenate(([np.uint64(1)], np.cumprod(np.full(len(codes), _BASE, dtype=np.uint64))))
     inverse = np.concatenate(([np.uint64(1)], np.cumprod(np.full(len(codes), pow(_BASE, -1, 1 << 64), dtype=np.uint64))))
@@ -99,13 +104,14 @@ def _greedy_duplicate_chars(words: list[str], sizes: range) -> dict[int, int]:
     for n in sizes:
         starts, ends = offsets[:max(len(words) - n + 1, 0)], offsets[n:]
         keys.append((prefix[ends] - prefix[starts]) * inverse[starts] ^ (ends - starts).astype(np.uint64))
-    repeated = _occurs_twice(np.concatenate(keys))
-    bounds, result, done = offsets.tolist(), {}, 0
-    for n, n_keys in zip(sizes, keys):
-        positions = np.flatnonzero(repeated[done:done + len(n_keys)])
-        done += len(n_keys)
-        result[n] = _scan_repeats(joined, bounds, positions.tolist(), n_keys[positions].tolist(), n)
-    return result
+    size_starts = np.cumsum([0] + [len(n_keys) for n_keys in keys])  # where each size's keys begin
+    all_keys = np.concatenate(keys)
+    repeated = np.flatnonzero(_occurs_twice(all_keys))
+    cuts = np.searchsorted(repeated, size_starts)
+    positions = (repeated - np.repeat(size_starts[:-1], np.diff(cuts))).tolist()
+    repeated_keys, bounds, cuts = all_keys[repeated].tolist(), offsets.tolist(), cuts.tolist()
+    return {n: _scan_repeats(joined, bounds, positions[cuts[i]:cuts[i + 1]], repeated_keys[cuts[i]:cuts[i + 1]], n)
+            for i, n in enumerate(sizes)}
 
 
 def _occurs_twice(keys: np.ndarray) -> np.ndarray:
@@ -165,9 +171,10 @@ def fineweb_gopher_repetition(text: str, words: list[str]) -> dict[str, float]:
         "gopher_dup_line_char_frac": ratio(line_chars, size),
         "gopher_dup_para_char_frac": ratio(para_chars, size),
     }
-    for n, chars in _top_ngram_chars(words, range(2, 5)).items():
+    offsets = _word_offsets(words)
+    for n, chars in _top_ngram_chars(words, offsets, range(2, 5)).items():
         scores[f"gopher_top_{n}gram_char_frac"] = ratio(chars, size)
-    for n, chars in _greedy_duplicate_chars(words, range(5, 11)).items():
+    for n, chars in _greedy_duplicate_chars(words, offsets, range(5, 11)).items():
         scores[f"gopher_dup_{n}gram_char_frac"] = ratio(chars, size)
     return scores
 

@@ -165,7 +165,7 @@ def test_hashed_duplicate_ngram_scan_matches_the_scan_over_strings():
     import itertools
     import random
 
-    from quality.presets import _greedy_duplicate_chars, _scan_strings
+    from quality.presets import _greedy_duplicate_chars, _scan_strings, _word_offsets
 
     def plain(words, n):
         offsets = list(itertools.accumulate(map(len, words), initial=0))
@@ -173,21 +173,24 @@ def test_hashed_duplicate_ngram_scan_matches_the_scan_over_strings():
         return _scan_strings("".join(words), offsets[:grams], offsets[n:n + grams], n)
 
     equal_joins = ["ab", "c", "d", "e", "f", "a", "bc", "d", "e", "f", "x"] * 3  # the same string from other words
-    assert _greedy_duplicate_chars(equal_joins, range(5, 11)) == {5: 30, 6: 22, 7: 25, 8: 19, 9: 22, 10: 24}
+    assert _greedy_duplicate_chars(equal_joins, _word_offsets(equal_joins), range(5, 11)) == {5: 30, 6: 22, 7: 25, 8: 19, 9: 22, 10: 24}
     rng = random.Random(0)
     cases = [[], ["a"] * 3] + [[rng.choice(["a", "b", "ab", "ba", "é", "x"]) for _ in range(rng.randint(0, 80))]
                                for _ in range(300)]
     for words in cases:
-        assert _greedy_duplicate_chars(words, range(5, 11)) == {n: plain(words, n) for n in range(5, 11)}
+        assert _greedy_duplicate_chars(words, _word_offsets(words), range(5, 11)) == {n: plain(words, n) for n in range(5, 11)}
 
 
 def test_top_ngram_ids_count_word_tuples_with_ties_to_the_first_seen():
-    from quality.presets import _top_ngram_chars, most_common_ngram
+    from quality.presets import _top_ngram_chars, _word_offsets, most_common_ngram
+
+    def top_ngram_chars(words):
+        return _top_ngram_chars(words, _word_offsets(words), range(2, 5))
 
     # "a b" and "c c" both twice: the first seen wins; 3-grams all once: the first, "a b a"
-    assert _top_ngram_chars(["a", "b", "a", "b", "c", "c", "c"], range(2, 5)) == {2: 6, 3: 5, 4: 7}
-    assert _top_ngram_chars(["ab", "c", "a", "bc"], range(2, 5)) == {2: 4, 3: 6, 4: 9}  # "abc" twice, other words
-    assert _top_ngram_chars(["a"], range(2, 5)) == {2: 0, 3: 0, 4: 0}
+    assert top_ngram_chars(["a", "b", "a", "b", "c", "c", "c"]) == {2: 6, 3: 5, 4: 7}
+    assert top_ngram_chars(["ab", "c", "a", "bc"]) == {2: 4, 3: 6, 4: 9}  # "abc" twice, other words
+    assert top_ngram_chars(["a"]) == {2: 0, 3: 0, 4: 0}
     words = "the cat the cat sat on the mat the cat sat".split()
-    assert _top_ngram_chars(words, range(2, 5)) == {
+    assert top_ngram_chars(words) == {
         n: len(" ".join(most_common_ngram(words, n)[0])) * most_common_ngram(words, n)[1] for n in (2, 3, 4)}
