@@ -41,6 +41,10 @@ def test_spacy_lines_of_single_spaces_match_spacys_whole_algorithm():
     assert spacy_words_and_sentences("Right?\t:)") == (["Right", "?", ":)"], 2)  # a tab token does not
     assert spacy_words_and_sentences("Hi.There now, e.g. this") == (["Hi", ".", "There", "now", ",", "e.g.", "this"], 2)
     assert spacy_words_and_sentences("") == ([], 1)
+    # a chunk's tokens are words as they stand: special-case pieces spell their key, none blank
+    from quality.fineweb_tables import EXCEPTIONS
+
+    assert all("".join(pieces) == key and all(p.strip() == p != "" for p in pieces) for key, pieces in EXCEPTIONS.items())
     # other whitespace: its tokens are no words, and only count as sentence starts after a mark
     assert spacy_words_and_sentences("  a\tdont  (b)\t") == (["a", "do", "nt", "(", "b", ")"], 1)
     assert spacy_words_and_sentences("Hi.\tThere  now") == (["Hi", ".", "There", "now"], 2)
