@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -62,25 +62,40 @@ def _word_offsets(words: list[str]) -> np.ndarray:
 def _top_ngram_chars(words: list[str], offsets: np.ndarray, sizes: range) -> dict[int, int]:
     """For each n in `sizes` (from 2 up), the characters of the most frequent word n-gram, joined by
     spaces, times its count; 0 without n-grams. A single occurrence counts (datatrove's
-    find_top_duplicate); ties go to the n-gram seen first, as in `most_common_ngram`.
+    find_top_duplicate); ties go to the n-gram seen first, as in `most_common_ngram`."""
+    result = {n: int(offsets[position + n] - offsets[position] + n - 1) * top if top else 0
+              for n, _, position, top in _top_ngrams(words, sizes.stop)}
+    return {n: result[n] for n in sizes}
+
+
+def _top_ngrams(words: list[str], stop: int) -> Iterator[tuple[int, np.ndarray, int, int]]:
+    """For each n from 2 below `stop`: (n, each position's n-gram id, the first position of the most
+    frequent n-gram, its count); (n, empty, 0, 0) without n-grams.
 
     An n-gram is known by the position where it first occurs, built from its (n-1)-gram's and its
     last word's, so equal ids mean equal word tuples and the counting runs in numpy."""
     first_seen: dict[str, int] = {}
     word_ids = np.fromiter(map(first_seen.setdefault, words, itertools.count()), dtype=np.int64, count=len(words))
-    gram_ids, result = word_ids, {}
-    for n in range(2, sizes.stop):
+    gram_ids = word_ids
+    for n in range(2, stop):
         grams = len(words) - n + 1
         if grams <= 0:
-            result[n] = 0
+            yield n, np.empty(0, dtype=np.int64), 0, 0
             continue
         _, first, gram_ids, counts = np.unique(gram_ids[:grams] * len(words) + word_ids[n - 1:], return_index=True,
                                                return_inverse=True, return_counts=True)
         gram_ids = first[gram_ids]
         top = counts.max()
-        position = first[counts == top].min()
-        result[n] = int(offsets[position + n] - offsets[position] + n - 1) * int(top)
-    return {n: result[n] for n in sizes}
+        yield n, gram_ids, int(first[counts == top].min()), int(top)
+
+
+def fineweb_top_ngram_starts(words: list[str], n: int) -> np.ndarray:
+    """Where each occurrence of the n-gram `gopher_top_{n}gram_char_frac` counts starts (fineweb preset),
+    overlapping ones included: the positions `_top_ngrams` gives the top n-gram's id."""
+    for size, gram_ids, position, top in _top_ngrams(words, n + 1):
+        if size == n:
+            return np.flatnonzero(gram_ids == position)
+    return np.empty(0, dtype=np.int64)
 
 
 _BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
@@ -146,16 +161,46 @@ def _scan_repeats(joined: str, bounds: list[int], positions: list[int], keys: li
 
 def _scan_strings(joined: str, starts: list[int], ends: list[int], n: int) -> int:
     """The same scan over the strings themselves (after a 64-bit hash collision)."""
+    return sum(ends[i] - starts[i] for i in _greedy_repeat_starts(joined, starts, ends, n))
+
+
+def _greedy_repeat_starts(joined: str, starts: list[int], ends: list[int], n: int) -> list[int]:
+    """The n-grams datatrove's find_all_duplicate counts, by index: n-gram i is joined[starts[i]:ends[i]]."""
     seen: set[str] = set()
-    chars = i = 0
+    counted = []
+    i = 0
     while i < len(starts):
         gram = joined[starts[i]:ends[i]]
         if gram in seen:
-            chars, i = chars + len(gram), i + n
+            counted.append(i)
+            i += n
         else:
             seen.add(gram)
             i += 1
-    return chars
+    return counted
+
+
+def fineweb_duplicate_ngram_starts(words: list[str], n: int) -> list[int]:
+    """Where each n-gram `gopher_dup_{n}gram_char_frac` counts starts (fineweb preset): the string scan
+    the hashed scan of `_greedy_duplicate_chars` stands in for."""
+    bounds = _word_offsets(words).tolist()
+    return _greedy_repeat_starts("".join(words), bounds[:max(len(bounds) - n, 0)], bounds[n:], n)
+
+
+def later_copy_spans(text: str, paragraphs: bool) -> list[tuple[int, int]]:
+    """Character spans of the lines (or paragraphs) `fineweb_gopher_repetition` counts as later copies,
+    split where it splits them; an empty piece has no span."""
+    start, body = (len(text) - len(text.lstrip()), text.strip()) if paragraphs else (0, text)
+    breaks = (_PARAGRAPH_BREAK if paragraphs else _LINE_BREAKS).finditer(body)
+    seen: set[str] = set()
+    spans, pos = [], 0
+    for end, after in [m.span() for m in breaks] + [(len(body), len(body))]:
+        piece = body[pos:end]
+        if piece in seen and piece:
+            spans.append((start + pos, start + end))
+        seen.add(piece)
+        pos = after
+    return spans
 
 
 def fineweb_gopher_repetition(text: str, words: list[str]) -> dict[str, float]:
@@ -179,6 +224,11 @@ def fineweb_gopher_repetition(text: str, words: list[str]) -> dict[str, float]:
     return scores
 
 
+def has_letter(word: str) -> bool:
+    """A word `gopher_alpha_word_frac` counts as alphabetic (fineweb preset)."""
+    return any(map(str.isalpha, word))
+
+
 def fineweb_gopher_quality(text: str, words: list[str]) -> dict[str, float]:
     """GopherQualityFilter's values. Words are spaCy tokens, punctuation included: the word count and
     mean length use the tokens holding a character outside datatrove's punctuation set, every other
@@ -196,8 +246,7 @@ def fineweb_gopher_quality(text: str, words: list[str]) -> dict[str, float]:
         "gopher_ellipsis_word_ratio": ratio(text.count("...") + text.count("…"), n_words),
         "gopher_bullet_line_frac": ratio(sum(s.lstrip().startswith(("•", "-")) for s in lines), len(lines)),
         "gopher_ellipsis_line_frac": ratio(sum(s.rstrip().endswith(("...", "…")) for s in lines), len(lines)),
-        "gopher_alpha_word_frac": ratio(sum(count for word, count in counts.items() if any(map(str.isalpha, word))),
-                                        n_words),
+        "gopher_alpha_word_frac": ratio(sum(count for word, count in counts.items() if has_letter(word)), n_words),
         "gopher_stop_words": float(len(STOP_WORDS.intersection(counts))),
     }
 

@@ -33,6 +33,7 @@ TERMINAL_PUNCTUATION = (".", "!", "?", "\u201d")
 ELLIPSES = ("...", "\u2026")
 _DELETE_PUNCTUATION = str.maketrans("", "", string.punctuation)
 _WHITESPACE = re.compile(r"\s+")
+_TOKEN = re.compile(r"\S+")
 _WORD_PUNCT = re.compile(r"\w+|[^\w\s]+")
 _LINE = re.compile(r"[^\n]*\n|[^\n]+$")
 _SENTENCE = re.compile(r"\b[^.!?]+[.!?]*")
@@ -98,6 +99,28 @@ def _top_ngram_frac(words: list[str], n: int, total_chars: int) -> float:
     count, so "a a a a" scores 1.5 for n=2."""
     gram, count = most_common_ngram(words, n)
     return _rounded(sum(map(len, gram)) * count, total_chars) if count > 1 else 0.0
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Where each of `RedPajamaDocument.words` stands in the text as it is: the whitespace tokens left
+    non-empty once ASCII punctuation is deleted (normalizing never makes nor removes a space)."""
+    return [m.span() for m in _TOKEN.finditer(text) if m.group().translate(_DELETE_PUNCTUATION)]
+
+
+def raw_word_spans(text: str) -> list[tuple[int, int]]:
+    """Where each of `RedPajamaDocument.raw_words` stands in the text."""
+    return [m.span() for m in _WORD_PUNCT.finditer(text)]
+
+
+def has_ascii_letter(word: str) -> bool:
+    """A raw word `rps_doc_frac_no_alph_words` does not count (the test its score makes inline)."""
+    return _ASCII_LETTER.search(word) is not None
+
+
+def top_ngram(words: list[str], n: int) -> tuple[str, ...]:
+    """The n-gram rps_doc_frac_chars_top_{n}gram counts; () unless it occurs twice."""
+    gram, count = most_common_ngram(words, n)
+    return gram if count > 1 else ()
 
 
 def repetition_signals(doc: RedPajamaDocument) -> dict[str, float]:
