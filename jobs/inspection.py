@@ -22,8 +22,15 @@ from jobs.inspect_data import Section, data_docs_index, exists, href, join, read
 from jobs.inspect_run import is_gate_story
 from jobs.report_html import book, esc, histogram_svg, marked_text, page, table
 from quality.c4 import C4Config, c4_clean
-from quality.evidence import Span, evidence, missing_stop_words
-from quality.signals import SCORE_RANGES, Bounds
+from quality.evidence import (
+    Span,
+    evidence,
+    has_highlight,
+    kept_text,
+    missing_stop_words,
+    scored_before_cleaning,
+)
+from quality.signals import SCORE_RANGES, Bounds, SignalConfig
 from quality.text import normalize_text
 from schemas import storage
 from schemas.config import ConfigError, parse_set_option
@@ -63,6 +70,12 @@ class CurateView:
     @property
     def c4(self) -> C4Config:
         return C4Config(**self.signals.get("c4", {}))
+
+    @property
+    def signal_config(self) -> SignalConfig:
+        """How curate scored: the preset, C4 settings and repeated n-gram size it recorded."""
+        return SignalConfig(preset=self.signals.get("preset", "clover"), c4=self.c4,
+                            repeated_ngram_n=self.signals.get("repeated_ngram_n", 10))
 
     @property
     def c4_by_c4_clean(self) -> bool:
@@ -346,6 +359,17 @@ def read_before_cleaning(view: CurateView, wanted: set[str], changed: int, budge
     return found
 
 
+def read_scored_texts(view: CurateView, picked: pl.DataFrame) -> BeforeCleaning | None:
+    """The input text of the picked samples whose rule a preset scores before C4 line cleaning (fineweb,
+    redpajama) while the stored text is the cleaned one: the text that rule saw, to mark."""
+    preset = view.signal_config.preset
+    if view.c4_by_c4_clean or not view.c4.apply_line_cleaning or not picked.height:
+        return None
+    wanted = {row["id"] for row in picked.select("id", "reason").iter_rows(named=True)
+              if has_highlight(row["reason"]) and scored_before_cleaning(row["reason"], preset)}
+    return read_before_cleaning(view, wanted, 0) if wanted else None
+
+
 def _cleaning_block(text: str, stored: str | None, cfg: C4Config, frac: float | None) -> str:
     """The text before cleaning, the removed lines struck; with the cleaned text curate stored, a check that
     the text cleans to it (else the input changed since)."""
@@ -361,11 +385,37 @@ def _cleaning_block(text: str, stored: str | None, cfg: C4Config, frac: float | 
             + marked_text(text, c4_spans(text, outcomes)))
 
 
-def _sample_html(view: CurateView, row: dict, before: BeforeCleaning | None = None) -> str:
+def _scored_text(view: CurateView, row: dict, scored: BeforeCleaning | None) -> tuple[str | None, str]:
+    """The text the rejecting rule scored, to mark (None: not available), and a note saying what is shown.
+    The fineweb and redpajama presets score some rules on the text before C4 line cleaning, which curate
+    does not store: it is read again (`scored`) and kept only if the preset's line pass cleans it to the
+    stored text."""
+    reason, preset = row["reason"], view.signal_config.preset
+    if not has_highlight(reason):
+        return row["text"], f"<p>No span stands for <code>{esc(reason)}</code>: nothing is marked for it.</p>"
+    if not (view.c4.apply_line_cleaning and scored_before_cleaning(reason, preset)):
+        return row["text"], ""
+    text = scored.texts.get(row["id"]) if scored is not None else None
+    if text is not None and kept_text(text, view.signal_config) == row["text"]:
+        return text, (f"<p><code>signals.preset: {esc(preset)}</code> scores <code>{esc(reason)}</code> on the "
+                      "text before C4 line cleaning: that text is shown, read again from the curate input, with "
+                      "the lines cleaning removed struck through.</p>")
+    why = scored.note if scored is not None and scored.note else "it is not among the input records read again"
+    return None, (f"<p><code>signals.preset: {esc(preset)}</code> scores <code>{esc(reason)}</code> on the text "
+                  f"before C4 line cleaning, which curate does not store, and {esc(why)}: nothing is marked.</p>")
+
+
+def _sample_html(view: CurateView, row: dict, before: BeforeCleaning | None = None,
+                 scored: BeforeCleaning | None = None) -> str:
     reason = row["reason"]
-    spans = evidence(row["text"], reason, view.signals.get("repeated_ngram_n", 10), view.c4)
-    if view.c4_by_c4_clean:
-        spans = with_c4_spans(spans, c4_spans(row["text"], c4_lines(row["text"], view.c4)))
+    text, note = _scored_text(view, row, scored)
+    if text is None:
+        shown = marked_text(row["text"], [])
+    elif view.c4_by_c4_clean:
+        shown = marked_text(text, with_c4_spans(evidence(text, reason, view.signal_config),
+                                                c4_spans(text, c4_lines(text, view.c4))))
+    else:
+        shown = marked_text(text, evidence(text, reason, view.signal_config))
     bounds = view.thresholds.get(reason)
     facts = [f"id <code>{esc(row['id'])}</code>", f"source {esc(row['source'])}"]
     if reason in row and row[reason] is not None:
@@ -373,23 +423,25 @@ def _sample_html(view: CurateView, row: dict, before: BeforeCleaning | None = No
                      else f"{esc(reason)} = {row[reason]:.4g}")
     facts += [f"{esc(col)} {esc(row[col])} (p={row[col[:-6] + '_score'] or 0:.3f})"
               for col in row if col.startswith("fasttext_") and col.endswith("_label") and row[col]]
-    if reason == "gopher_stop_words":
-        facts.append(f"missing stop words: {esc(', '.join(missing_stop_words(row['text'])))}")
+    if reason == "gopher_stop_words" and (missing := missing_stop_words(text or row["text"], view.signal_config.preset)):
+        facts.append(f"missing stop words: {esc(', '.join(missing))}")
     cleaned = ""
     if before is not None and (row.get("c4_removed_line_frac") or 0) > 0:
-        text = before.texts.get(row["id"])
-        cleaned = ("<p>Before C4 line cleaning:</p>" + _cleaning_block(text, row["text"], view.c4,
+        original = before.texts.get(row["id"])
+        cleaned = ("<p>Before C4 line cleaning:</p>" + _cleaning_block(original, row["text"], view.c4,
                                                                         row["c4_removed_line_frac"])
-                   if text is not None else
+                   if original is not None else
                    f"<p>C4 line cleaning removed {row['c4_removed_line_frac']:.1%} of its lines; its text before "
                    f"cleaning is not among the first {before.read:,} input records read again.</p>")
     return (f'<div class="sample" data-reason="{esc(reason)}"><p>{"; ".join(facts)}</p>'
-            f"{marked_text(row['text'], spans)}{cleaned}</div>")
+            f"{note}{shown}{cleaned}</div>")
 
 
-def samples_section(view: CurateView, picked: pl.DataFrame, before: BeforeCleaning | None) -> str:
+def samples_section(view: CurateView, picked: pl.DataFrame, before: BeforeCleaning | None,
+                    scored: BeforeCleaning | None = None) -> str:
     intro = ("<p>Highlighted: repeated n-grams or lines (orange), failing words (red), stop words found (green), "
-             "lines C4 cleaning removes (struck through). "
+             f"lines C4 cleaning removes (struck through), each as <code>signals.preset: "
+             f"{esc(view.signal_config.preset)}</code> defines it (its words, n-grams and line pass). "
              + ("The stored text is already C4-cleaned (<code>signals.c4.apply_line_cleaning</code>): for a document "
                 "whose cleaning removed lines, its text before cleaning follows, read again from the curate input, "
                 "with the removed lines struck through.</p>" if before is not None else "</p>"))
@@ -399,7 +451,7 @@ def samples_section(view: CurateView, picked: pl.DataFrame, before: BeforeCleani
         if row["reason"] != current:
             current = row["reason"]
             parts.append(f'<h3 id="reason-{esc(current)}">{esc(current)}</h3>')
-        parts.append(_sample_html(view, row, before))
+        parts.append(_sample_html(view, row, before, scored))
     return "".join(parts)
 
 
@@ -466,12 +518,13 @@ def curate_sections(path: str, samples: int, seed: int, sets: list[str]) -> list
     if view.c4.apply_line_cleaning and view.c4_by_c4_clean:  # the stored text is cleaned: read the text before again
         wanted = set(picked.filter(pl.col("c4_removed_line_frac") > 0)["id"]) if picked.height else set()
         before = read_before_cleaning(view, wanted, CANDIDATES_PER_EXAMPLE * samples)
+    scored = read_scored_texts(view, picked)
     return [
         ("funnel", "Funnel", funnel_section(view, sets)),
         ("removals", "Removals per reason and source", sources_section(view)),
         ("histograms", "Scores: kept against rejected", histograms_section(view)),
         ("whatif", "What-if thresholds", whatif_section(view)),
-        ("samples", "Examples per rejection reason", samples_section(view, picked, before)),
+        ("samples", "Examples per rejection reason", samples_section(view, picked, before, scored)),
         ("c4-lines", "Lines C4 cleaning removed", c4_section(view, samples, seed, before)),
         ("quarantine", "Quarantine", quarantine_section(path)),
     ]

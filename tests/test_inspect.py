@@ -17,12 +17,26 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataprep.curate import CurateConfig, run_curate
-from jobs.inspection import FACTORS, CurateView, apply_sets, build_report, funnel_counts, main, whatif
+from jobs.inspection import (
+    FACTORS,
+    CurateView,
+    _sample_html,
+    apply_sets,
+    build_report,
+    funnel_counts,
+    main,
+    read_scored_texts,
+    whatif,
+)
 from jobs.report_html import esc
+from quality import presets
 from quality.document import DocumentView
-from quality.evidence import evidence, mask_spans
+from quality.evidence import evidence, has_highlight, kept_text, mask_spans, missing_stop_words
 from quality.minhash import ShingleHasher, jaccard
+from quality.presets import PRESETS
 from quality.repetition import repeated_ngram_mask
+from quality.signals import SCORE_RANGES, DocumentScorer, SignalConfig
+from quality.text import normalize_text, spacy_words
 from schemas.config import ConfigError, load_config
 from schemas.sample import edit_words, stdlib_docstrings, write_sample
 from tests.token_shards import docstring_tokenizer
@@ -165,8 +179,132 @@ def test_cli_writes_one_offline_file(curated, tmp_path):
 
 
 def test_evidence_marks_missing_stop_word_rule_tokens():
-    spans = evidence("12 34 the 56 and", "gopher_alpha_word_frac", 10, load_config(CurateConfig).signals.c4)
+    spans = evidence("12 34 the 56 and", "gopher_alpha_word_frac", load_config(CurateConfig).signals)
     assert [(s.start, s.end, s.kind) for s in spans] == [(0, 5, "fail"), (10, 12, "fail")]
+
+
+# ---- evidence under the fineweb and redpajama presets: each text is one where Clover's definition disagrees
+
+def _marks(text: str, reason: str, preset: str, kind: str | None = None) -> list[str]:
+    """The marked (not struck) substrings `evidence` finds for `reason` under `preset`."""
+    spans = evidence(text, reason, SignalConfig(preset=preset))
+    return [text[s.start:s.end] for s in spans if s.kind != "removed" and kind in (None, s.kind)]
+
+
+def _score(text: str, reason: str, preset: str) -> float:
+    return DocumentScorer(SignalConfig(preset=preset))(normalize_text(text))[1][reason]
+
+
+def test_fineweb_duplicate_ngrams_are_the_later_copies_datatrove_counts_on_spacy_words():
+    text = "one two three four five. one two three four five! six"  # whitespace tokens: "five." vs "five!"
+    assert _marks(text, "gopher_dup_5gram_char_frac", "clover") == []
+    marked = _marks(text, "gopher_dup_5gram_char_frac", "fineweb")
+    assert marked == ["one two three four five"]
+    assert evidence(text, "gopher_dup_5gram_char_frac", SignalConfig(preset="fineweb"))[0].start == 25  # the copy
+    chars = sum(len(m.replace(" ", "")) for m in marked)  # datatrove joins an n-gram's words without separator
+    assert _score(text, "gopher_dup_5gram_char_frac", "fineweb") == pytest.approx(chars / len(text))
+
+
+def test_fineweb_top_ngram_counts_punctuation_words_and_every_occurrence():
+    text = "go, go, go and on"  # whitespace 2-grams ("go,", "go,") and ("go,", "go") each occur once
+    assert _marks(text, "gopher_top_2gram_char_frac", "clover") == []
+    assert _marks(text, "gopher_top_2gram_char_frac", "fineweb") == ["go, go,"]  # ("go", ","), seen first, twice
+    starts = presets.fineweb_top_ngram_starts(spacy_words(text), 2)
+    assert list(starts) == [0, 2]
+    assert _score(text, "gopher_top_2gram_char_frac", "fineweb") == pytest.approx(len(starts) * len("go ,") / len(text))
+
+
+def test_fineweb_duplicate_lines_and_paragraphs_are_later_copies_split_as_datatrove_splits():
+    text = "alpha line here\nbeta line here\nalpha line here\n\ngamma"
+    assert _marks(text, "gopher_dup_line_char_frac", "clover") == ["alpha line here"] * 2  # every occurrence
+    assert _marks(text, "gopher_dup_line_char_frac", "fineweb") == ["alpha line here"]
+    assert evidence(text, "gopher_dup_line_char_frac", SignalConfig(preset="fineweb"))[0].start == 31
+    assert _score(text, "gopher_dup_line_char_frac", "fineweb") == pytest.approx(15 / len(text))
+    paragraphs = "one more line\ntwo more line\n\nthree\n\none more line\ntwo more line"
+    assert _marks(paragraphs, "gopher_dup_para_char_frac", "fineweb") == ["one more line\ntwo more line"]
+    assert _marks(paragraphs, "gopher_dup_para_char_frac", "clover") == ["one more line", "two more line"] * 2
+    assert _score(paragraphs, "gopher_dup_para_char_frac", "fineweb") == pytest.approx(27 / len(paragraphs))
+
+
+def test_fineweb_word_rules_use_spacy_words_and_case_sensitive_stop_words():
+    text = "hello!! world and more words"  # whitespace: "hello!!" is alphabetic once punctuation is stripped
+    assert _marks(text, "gopher_alpha_word_frac", "clover") == []
+    assert _marks(text, "gopher_alpha_word_frac", "fineweb") == ["!!"]
+    assert _score(text, "gopher_alpha_word_frac", "fineweb") == pytest.approx(1 - 2 / 7)  # 7 spaCy words
+    text = "The cat and the dog sat"
+    assert _marks(text, "gopher_stop_words", "clover") == ["The", "and the"]
+    assert _marks(text, "gopher_stop_words", "fineweb") == ["and the"]
+    assert _score(text, "gopher_stop_words", "fineweb") == 2
+    assert missing_stop_words("The cat", "fineweb") == sorted(presets.STOP_WORDS)
+    assert "the" not in missing_stop_words("The cat", "clover")
+
+
+def test_c4_lines_struck_are_the_presets_line_pass():
+    text = "A full sentence is here.\nShort line.\nRead our privacy policy now please.\nThe end of it all."
+    struck = {preset: [text[s.start:s.end] for s in evidence(text, "c4_sentence_count", SignalConfig(preset=preset))]
+              for preset in ("clover", "fineweb", "redpajama")}
+    assert struck == {"clover": ["Read our privacy policy now please."],  # no min words, a policy phrase
+                      "fineweb": ["Short line.", "Read our privacy policy now please."],  # 3 words at least
+                      "redpajama": ["Short line."]}  # RPv2 has no policy-phrase signal
+    for preset in ("fineweb", "redpajama"):  # a line struck is a line the preset's cleaning removes
+        assert _score(text, "c4_removed_line_frac", preset) == pytest.approx(len(struck[preset]) / 4)
+
+
+def test_redpajama_repetition_marks_its_normalized_words():
+    text = "One two three four five. x one two three four five!"  # punctuation deleted, lowercased
+    assert _marks(text, "gopher_dup_5gram_char_frac", "clover") == []
+    assert _marks(text, "gopher_dup_5gram_char_frac", "redpajama") == ["One two three four five.",
+                                                                        "one two three four five!"]  # first included
+    assert _score(text, "gopher_dup_5gram_char_frac", "redpajama") == pytest.approx(38 / 39)
+    text = "Go, go. GO! stop"
+    assert _marks(text, "gopher_top_2gram_char_frac", "clover") == []
+    assert _marks(text, "gopher_top_2gram_char_frac", "redpajama") == ["Go, go. GO!"]  # ("go", "go") at 0 and 1
+    assert _score(text, "gopher_top_2gram_char_frac", "redpajama") == pytest.approx(2 * 4 / 10)
+
+
+def test_redpajama_word_rules_use_wordpunct_words():
+    text = "ñ ok 42 don't"  # raw words: ñ ok 42 don ' t; a letter is an ASCII letter
+    assert _marks(text, "gopher_alpha_word_frac", "clover") == ["42"]
+    assert _marks(text, "gopher_alpha_word_frac", "redpajama") == ["ñ", "42", "'"]
+    assert _score(text, "gopher_alpha_word_frac", "redpajama") == pytest.approx(3 / 6)
+    text = "The cat is here"  # stopwords-json matched case-sensitively among raw words
+    assert _marks(text, "gopher_stop_words", "clover") == ["The"]
+    assert _marks(text, "gopher_stop_words", "redpajama") == ["is here"]
+    assert _score(text, "gopher_stop_words", "redpajama") == pytest.approx(2 / 4)
+
+
+def test_reasons_without_a_span_mark_nothing():
+    text = "one two three four five. one two three four five! six"
+    assert not has_highlight("gopher_word_count") and has_highlight("gopher_dup_5gram_char_frac")
+    for preset in PRESETS:
+        assert _marks(text, "gopher_word_count", preset) == []
+
+
+def _fineweb_view(path, inputs: list[str]) -> CurateView:
+    """A curate output's view as inspect opens it, recorded with the fineweb preset (no Spark run)."""
+    report = {"config": {"signals": {"preset": "fineweb"}, "thresholds": {}}, "inputs": inputs}
+    return CurateView(str(path), report, list(SCORE_RANGES), {}, pl.LazyFrame())
+
+
+def test_a_rule_scored_before_cleaning_is_marked_on_the_input_text(tmp_path):
+    """fineweb scores Gopher's rules before C4 line cleaning: the report marks the input text (read again),
+    only when the preset's line pass cleans it to the stored text, and says so when it cannot."""
+    original = "Menu\nalpha line is here.\nbeta line is here.\nalpha line is here."  # "Menu": under 3 words
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "d", "text": original}) + "\n", encoding="utf-8")
+    view = _fineweb_view(tmp_path, [str(source)])
+    stored = kept_text(normalize_text(original), view.signal_config)
+    assert "Menu" not in stored
+    row = {"id": "d", "source": "s", "text": stored, "reason": "gopher_dup_line_char_frac", "c4_removed_line_frac": 0.25}
+    block = _sample_html(view, row, None, read_scored_texts(view, pl.DataFrame([row])))
+    assert '<del class="removed">Menu</del>' in block and block.count('<mark class="repeat">') == 1
+    assert block.index('<mark class="repeat">') > block.index("beta line")  # the later copy
+    assert "on the text before C4 line cleaning: that text is shown" in block
+    source.write_text(json.dumps({"id": "d", "text": original + "\na line added to the input since"}) + "\n", encoding="utf-8")
+    block = _sample_html(view, row, None, read_scored_texts(view, pl.DataFrame([row])))
+    assert "<mark" not in block and "nothing is marked" in block
+    counted = {**row, "reason": "gopher_word_count"}
+    assert "No span stands for <code>gopher_word_count</code>" in _sample_html(view, counted, None, None)
 
 
 def test_long_series_are_thinned_keeping_spikes_and_every_mark():
