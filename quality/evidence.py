@@ -250,7 +250,7 @@ def evidence(text: str, reason: str, signals: SignalConfig) -> list[Span]:
 
 def missing_stop_words(text: str, preset: str = "clover") -> list[str]:
     """Gopher's stop words absent from the text (clover: any case; fineweb: as datatrove, case-sensitively
-    among spaCy words): why the stop-word rule failed. None for redpajama, whose signal is a fraction."""
+    among spaCy words): why the stop-word rule failed; none listed for redpajama, whose signal is a fraction."""
     if preset == "redpajama":
         return []
     if preset == "fineweb":
