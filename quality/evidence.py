@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from quality import presets, redpajama
-from quality.c4 import C4Config, drop_line
+from quality.c4 import drop_line
 from quality.document import DocumentView
 from quality.gopher import STOP_WORDS, is_alphabetic
 from quality.repetition import duplicate_ngram_mask, repeated_ngram_mask, top_ngram_mask, word_ids
-from quality.signals import SignalConfig
+from quality.signals import SignalConfig, preset_min_words
 from quality.text import spacy_words, strip_punctuation
 
 _TOKEN = re.compile(r"\S+")
@@ -199,11 +199,6 @@ def scored_before_cleaning(reason: str, preset: str) -> bool:
     if preset == "redpajama":
         return reason in redpajama.RPS_SIGNALS or reason == "gopher_ellipsis_word_ratio"
     return False
-
-
-def preset_min_words(c4: C4Config) -> int:
-    """C4's minimum words per line under the fineweb and redpajama presets (`DocumentScorer._min_words`)."""
-    return 3 if c4.min_words_per_line is None else c4.min_words_per_line
 
 
 def line_dropped(line: str, signals: SignalConfig) -> bool:

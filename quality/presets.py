@@ -92,7 +92,7 @@ def _top_ngrams(words: list[str], stop: int) -> Iterator[tuple[int, np.ndarray, 
 def fineweb_top_ngram_starts(words: list[str], n: int) -> np.ndarray:
     """Where each occurrence of the n-gram `gopher_top_{n}gram_char_frac` counts starts (fineweb preset),
     overlapping ones included: the positions `_top_ngrams` gives the top n-gram's id."""
-    for size, gram_ids, position, top in _top_ngrams(words, n + 1):
+    for size, gram_ids, position, _ in _top_ngrams(words, n + 1):
         if size == n:
             return np.flatnonzero(gram_ids == position)
     return np.empty(0, dtype=np.int64)

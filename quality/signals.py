@@ -252,9 +252,12 @@ class DocumentScorer:
         return kept, {name: scores[name] for name in SCORE_RANGES}
 
     def _min_words(self) -> int:
-        """C4's minimum words per line: the config's, else C4's 3 (the fineweb and redpajama presets)."""
-        value = self.cfg.c4.min_words_per_line
-        return 3 if value is None else value
+        return preset_min_words(self.cfg.c4)
+
+
+def preset_min_words(c4: C4Config) -> int:
+    """C4's minimum words per line under the fineweb and redpajama presets: the config's, else C4's 3."""
+    return 3 if c4.min_words_per_line is None else c4.min_words_per_line
 
 
 def first_failing_rule(scores: dict[str, float], thresholds: dict[str, Bounds]) -> str | None:
