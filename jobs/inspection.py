@@ -4,8 +4,8 @@ The curate page is here; dedup, tokens, training runs and the demo's gate story 
 inspect_tokens.py and inspect_run.py; a directory of outputs gets one page per output with a shared index.
 Aggregates come from lazy polars scans of the stored Parquet (scores of every document, kept or rejected), so
 inspecting needs no Spark and no re-scoring. The evidence in examples is found by the scoring code itself
-(`quality.evidence`); the lines C4 cleaning removed by `quality.c4.c4_clean`, on the text before cleaning read
-again from the curate inputs (curate stores only the cleaned text).
+(`quality.evidence`); the lines C4 cleaning removed by the preset's line pass (`quality.evidence.line_pass`), on
+the text before cleaning read again from the curate inputs (curate stores only the cleaned text).
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from jobs.flags import Command, Option
 from jobs.inspect_data import Section, data_docs_index, exists, href, join, read_json, scan
 from jobs.inspect_run import is_gate_story
 from jobs.report_html import book, esc, histogram_svg, marked_text, page, table
-from quality.c4 import C4Config, c4_clean
+from quality.c4 import C4Config
 from quality.evidence import (
     Span,
     evidence,
     has_highlight,
-    kept_text,
+    line_pass,
     missing_stop_words,
     scored_before_cleaning,
 )
-from quality.signals import SCORE_RANGES, Bounds, SignalConfig
+from quality.signals import SCORE_RANGES, Bounds, SignalConfig, preset_min_words
 from quality.text import normalize_text
 from schemas import storage
 from schemas.config import ConfigError, parse_set_option
@@ -280,14 +280,14 @@ INPUT_RECORDS = 20_000  # input records read again, at most, for the text before
 CANDIDATES_PER_EXAMPLE = 10  # changed documents collected per example shown, before the pick by hash
 
 
-def c4_lines(text: str, cfg: C4Config) -> list[bool | None]:
+def c4_lines(text: str, signals: SignalConfig) -> list[bool | None]:
     """Per line of `text`: True when C4 line cleaning drops it, False when it keeps it, None when it is blank
-    (once citation markers are deleted). Each line goes through `quality.c4.c4_clean`, the function curate
-    calls, alone: its citation markers and line rules act within a line, so a line is dropped alone exactly
-    when it is dropped from the whole text."""
+    (once citation markers are deleted). Each line goes through the preset's line pass, the function curate
+    calls (`quality.evidence.line_pass`: `quality.c4.c4_clean` for clover), alone: its citation markers and
+    line rules act within a line, so a line is dropped alone exactly when it is dropped from the whole text."""
     outcomes: list[bool | None] = []
     for line in text.split("\n"):
-        cleaned, removed = c4_clean(line, cfg)
+        cleaned, removed = line_pass(line, signals)
         outcomes.append(True if removed == 1.0 else False if cleaned.strip() else None)
     return outcomes
 
@@ -347,7 +347,7 @@ def read_before_cleaning(view: CurateView, wanted: set[str], changed: int, budge
             more = len(found.changed) < changed
             if record_id in wanted or more:
                 text = normalize_text(raw)
-                removes = c4_clean(text, view.c4)[1] > 0
+                removes = line_pass(text, view.signal_config)[1] > 0
                 if record_id in wanted or (more and removes):
                     found.texts[record_id] = text
                 if more and removes:
@@ -359,24 +359,23 @@ def read_before_cleaning(view: CurateView, wanted: set[str], changed: int, budge
     return found
 
 
-def read_scored_texts(view: CurateView, picked: pl.DataFrame) -> BeforeCleaning | None:
-    """The input text of the picked samples whose rule a preset scores before C4 line cleaning (fineweb,
-    redpajama) while the stored text is the cleaned one: the text that rule saw, to mark."""
+def scored_before_cleaning_ids(view: CurateView, picked: pl.DataFrame) -> set[str]:
+    """The picked samples whose rule a preset scores before C4 line cleaning (fineweb, redpajama) while the
+    stored text is the cleaned one: their input text, read again, is the text that rule saw, to mark."""
     preset = view.signal_config.preset
-    if view.c4_by_c4_clean or not view.c4.apply_line_cleaning or not picked.height:
-        return None
-    wanted = {row["id"] for row in picked.select("id", "reason").iter_rows(named=True)
-              if has_highlight(row["reason"]) and scored_before_cleaning(row["reason"], preset)}
-    return read_before_cleaning(view, wanted, 0) if wanted else None
+    if not view.c4.apply_line_cleaning or not picked.height:
+        return set()
+    return {row["id"] for row in picked.select("id", "reason").iter_rows(named=True)
+            if has_highlight(row["reason"]) and scored_before_cleaning(row["reason"], preset)}
 
 
-def _cleaning_block(text: str, stored: str | None, cfg: C4Config, frac: float | None) -> str:
+def _cleaning_block(text: str, stored: str | None, signals: SignalConfig, frac: float | None) -> str:
     """The text before cleaning, the removed lines struck; with the cleaned text curate stored, a check that
     the text cleans to it (else the input changed since)."""
-    outcomes = c4_lines(text, cfg)
+    outcomes = c4_lines(text, signals)
     removed = sum(1 for dropped in outcomes if dropped)
     nonblank = sum(1 for dropped in outcomes if dropped is not None)
-    same = stored is None or c4_clean(text, cfg)[0] == stored
+    same = stored is None or line_pass(text, signals)[0] == stored
     check = ("" if same else " <b>This input text does not clean to the stored text: the input changed since "
              "curate ran.</b>")
     stored_frac = f"; stored c4_removed_line_frac {frac:.4g}" if frac is not None else ""
@@ -396,7 +395,7 @@ def _scored_text(view: CurateView, row: dict, scored: BeforeCleaning | None) -> 
     if not (view.c4.apply_line_cleaning and scored_before_cleaning(reason, preset)):
         return row["text"], ""
     text = scored.texts.get(row["id"]) if scored is not None else None
-    if text is not None and kept_text(text, view.signal_config) == row["text"]:
+    if text is not None and line_pass(text, view.signal_config)[0] == row["text"]:
         return text, (f"<p><code>signals.preset: {esc(preset)}</code> scores <code>{esc(reason)}</code> on the "
                       "text before C4 line cleaning: that text is shown, read again from the curate input, with "
                       "the lines cleaning removed struck through.</p>")
@@ -413,7 +412,7 @@ def _sample_html(view: CurateView, row: dict, before: BeforeCleaning | None = No
         shown = marked_text(row["text"], [])
     elif view.c4_by_c4_clean:
         shown = marked_text(text, with_c4_spans(evidence(text, reason, view.signal_config),
-                                                c4_spans(text, c4_lines(text, view.c4))))
+                                                c4_spans(text, c4_lines(text, view.signal_config))))
     else:
         shown = marked_text(text, evidence(text, reason, view.signal_config))
     bounds = view.thresholds.get(reason)
@@ -426,9 +425,9 @@ def _sample_html(view: CurateView, row: dict, before: BeforeCleaning | None = No
     if reason == "gopher_stop_words" and (missing := missing_stop_words(text or row["text"], view.signal_config.preset)):
         facts.append(f"missing stop words: {esc(', '.join(missing))}")
     cleaned = ""
-    if before is not None and (row.get("c4_removed_line_frac") or 0) > 0:
-        original = before.texts.get(row["id"])
-        cleaned = ("<p>Before C4 line cleaning:</p>" + _cleaning_block(original, row["text"], view.c4,
+    if before is not None and text == row["text"] and (row.get("c4_removed_line_frac") or 0) > 0:
+        original = before.texts.get(row["id"])  # (a text scored before cleaning is shown so already)
+        cleaned = ("<p>Before C4 line cleaning:</p>" + _cleaning_block(original, row["text"], view.signal_config,
                                                                         row["c4_removed_line_frac"])
                    if original is not None else
                    f"<p>C4 line cleaning removed {row['c4_removed_line_frac']:.1%} of its lines; its text before "
@@ -468,13 +467,26 @@ def c4_examples(view: CurateView, k: int, seed: int, before: BeforeCleaning | No
     return [(row, before.texts[row["id"]]) for row in picked.iter_rows(named=True)]
 
 
+# What each preset's line pass strikes, in the report's words.
+_LINE_PASS_RULES = {
+    "clover": "<code>quality.c4.c4_clean</code>, the function curate calls, drops it: a line with “javascript” or "
+              "a policy phrase, or failing the line rules ({rules}). Citation markers ([1], [edit]) are deleted in "
+              "place, not struck.",
+    "fineweb": "<code>quality.presets.fineweb_c4</code> (datatrove's C4QualityFilter line pass), the function curate "
+               "calls, drops it: a line with “javascript” or a policy phrase, or failing the line rules on its spaCy "
+               "words ({rules}).",
+    "redpajama": "<code>quality.redpajama.redpajama_line_pass</code> (C4's line rules on RPv2's line signals), the "
+                 "function curate calls, drops it: “javascript” among its normalized words, or failing the line "
+                 "rules ({rules}).",
+}
+
+
 def c4_section(view: CurateView, k: int, seed: int, before: BeforeCleaning | None) -> str:
-    cfg = view.c4
-    rules = (f"require_terminal_punct {cfg.require_terminal_punct}, min_words_per_line {cfg.min_words_per_line or 0}, "
+    signals = view.signal_config
+    cfg = signals.c4
+    min_words = (cfg.min_words_per_line or 0) if signals.preset == "clover" else preset_min_words(cfg)
+    rules = (f"require_terminal_punct {cfg.require_terminal_punct}, min_words_per_line {min_words}, "
              f"max_word_length {cfg.max_word_length}")
-    if not view.c4_by_c4_clean:
-        return (f"<p><code>signals.preset: {esc(view.signals.get('preset'))}</code> cleans lines with its own "
-                "function, not <code>quality.c4.c4_clean</code>: the removed lines are not shown.</p>")
     if before is None:
         intro = ("<p><code>signals.c4.apply_line_cleaning</code> is off: the stored text is the text before "
                  "cleaning, and the lines cleaning would remove are struck through (they were scored, not removed).")
@@ -485,15 +497,15 @@ def c4_section(view: CurateView, k: int, seed: int, before: BeforeCleaning | Non
                  "smallest hash of (id, --seed).")
         if before.note:
             return intro + f" Not shown: {esc(before.note)}.</p>"
-    intro += (f" A line is struck when <code>quality.c4.c4_clean</code>, the function curate calls, drops it: a "
-              f"line with “javascript” or a policy phrase, or failing the line rules ({esc(rules)}). "
-              "Citation markers ([1], [edit]) are deleted in place, not struck.</p>")
+    intro += f" Under <code>signals.preset: {esc(signals.preset)}</code> a line is struck when " \
+             + _LINE_PASS_RULES[signals.preset].format(rules=esc(rules)) + "</p>"
     blocks = []
     for row, text in c4_examples(view, k, seed, before):
         outcome = f"rejected: {esc(row['reason'])}" if row["reason"] else "kept"
+        stored = row["text"] if before is not None else None
         blocks.append(f'<div class="sample c4" data-id="{esc(row["id"])}"><p>id <code>{esc(row["id"])}</code>; '
                       f"source {esc(row['source'])}; {outcome}</p>"
-                      f"{_cleaning_block(text, row['text'] if before is not None else None, cfg, row['c4_removed_line_frac'])}</div>")
+                      f"{_cleaning_block(text, stored, signals, row['c4_removed_line_frac'])}</div>")
     return intro + ("".join(blocks) or "<p>No document had lines removed.</p>")
 
 
@@ -515,16 +527,16 @@ def curate_sections(path: str, samples: int, seed: int, sets: list[str]) -> list
     view = CurateView.open(path)
     picked = pick_samples(view, samples, seed)
     before = None
-    if view.c4.apply_line_cleaning and view.c4_by_c4_clean:  # the stored text is cleaned: read the text before again
+    if view.c4.apply_line_cleaning:  # the stored text is cleaned: read the text before again
         wanted = set(picked.filter(pl.col("c4_removed_line_frac") > 0)["id"]) if picked.height else set()
-        before = read_before_cleaning(view, wanted, CANDIDATES_PER_EXAMPLE * samples)
-    scored = read_scored_texts(view, picked)
+        before = read_before_cleaning(view, wanted | scored_before_cleaning_ids(view, picked),
+                                      CANDIDATES_PER_EXAMPLE * samples)
     return [
         ("funnel", "Funnel", funnel_section(view, sets)),
         ("removals", "Removals per reason and source", sources_section(view)),
         ("histograms", "Scores: kept against rejected", histograms_section(view)),
         ("whatif", "What-if thresholds", whatif_section(view)),
-        ("samples", "Examples per rejection reason", samples_section(view, picked, before, scored)),
+        ("samples", "Examples per rejection reason", samples_section(view, picked, before, before)),
         ("c4-lines", "Lines C4 cleaning removed", c4_section(view, samples, seed, before)),
         ("quarantine", "Quarantine", quarantine_section(path)),
     ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from quality import presets, redpajama
-from quality.c4 import drop_line
+from quality.c4 import c4_clean, drop_line
 from quality.document import DocumentView
 from quality.gopher import STOP_WORDS, is_alphabetic
 from quality.repetition import duplicate_ngram_mask, repeated_ngram_mask, top_ngram_mask, word_ids
@@ -202,26 +202,25 @@ def scored_before_cleaning(reason: str, preset: str) -> bool:
 
 
 def line_dropped(line: str, signals: SignalConfig) -> bool:
-    """Whether the preset's C4 line pass removes this non-blank line: `quality.c4.drop_line` (clover),
-    `presets.fineweb_c4` or `redpajama.redpajama_line_pass` run on the line alone (each decides line by
-    line, so a line goes alone exactly when it goes from the whole text)."""
+    """Whether the preset's C4 line pass removes this non-blank line: `quality.c4.drop_line` as the line stands
+    (clover), `line_pass` on the line alone (fineweb, redpajama: each decides line by line, so a line goes
+    alone exactly when it goes from the whole text)."""
+    if signals.preset == "clover":
+        return drop_line(line, signals.c4)
+    return line_pass(line, signals)[1] == 1.0
+
+
+def line_pass(text: str, signals: SignalConfig) -> tuple[str, float]:
+    """The preset's C4 line pass, the function curate calls: (the text it keeps, the share of non-blank lines
+    it removes) by `quality.c4.c4_clean` (clover), `presets.fineweb_c4` or `redpajama.redpajama_line_pass`."""
     c4 = signals.c4
     if signals.preset == "fineweb":
-        scores = presets.fineweb_c4(line, c4.require_terminal_punct, preset_min_words(c4), c4.max_word_length)[1]
-        return scores["c4_removed_line_frac"] == 1.0
+        kept, scores, _ = presets.fineweb_c4(text, c4.require_terminal_punct, preset_min_words(c4), c4.max_word_length)
+        return kept, scores["c4_removed_line_frac"]
     if signals.preset == "redpajama":
-        doc = redpajama.RedPajamaDocument(line)
-        return redpajama.redpajama_line_pass(doc, c4.require_terminal_punct, preset_min_words(c4))[1] == 1.0
-    return drop_line(line, c4)
-
-
-def kept_text(text: str, signals: SignalConfig) -> str:
-    """The text the fineweb or redpajama preset's C4 line pass keeps (what curate stores, with cleaning on)."""
-    c4 = signals.c4
-    if signals.preset == "fineweb":
-        return presets.fineweb_c4(text, c4.require_terminal_punct, preset_min_words(c4), c4.max_word_length)[0]
-    doc = redpajama.RedPajamaDocument(text)
-    return redpajama.redpajama_line_pass(doc, c4.require_terminal_punct, preset_min_words(c4))[0]
+        doc = redpajama.RedPajamaDocument(text)
+        return redpajama.redpajama_line_pass(doc, c4.require_terminal_punct, preset_min_words(c4))
+    return c4_clean(text, c4)
 
 
 def c4_removed_spans(text: str, signals: SignalConfig) -> list[Span]:

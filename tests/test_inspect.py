@@ -23,15 +23,17 @@ from jobs.inspection import (
     _sample_html,
     apply_sets,
     build_report,
+    c4_section,
     funnel_counts,
     main,
-    read_scored_texts,
+    read_before_cleaning,
+    scored_before_cleaning_ids,
     whatif,
 )
 from jobs.report_html import esc
 from quality import presets
 from quality.document import DocumentView
-from quality.evidence import evidence, has_highlight, kept_text, mask_spans, missing_stop_words
+from quality.evidence import evidence, has_highlight, line_pass, mask_spans, missing_stop_words
 from quality.minhash import ShingleHasher, jaccard
 from quality.presets import PRESETS
 from quality.repetition import repeated_ngram_mask
@@ -286,6 +288,10 @@ def _fineweb_view(path, inputs: list[str]) -> CurateView:
     return CurateView(str(path), report, list(SCORE_RANGES), {}, pl.LazyFrame())
 
 
+def _read_scored(view: CurateView, row: dict):
+    return read_before_cleaning(view, scored_before_cleaning_ids(view, pl.DataFrame([row])), 0)
+
+
 def test_a_rule_scored_before_cleaning_is_marked_on_the_input_text(tmp_path):
     """fineweb scores Gopher's rules before C4 line cleaning: the report marks the input text (read again),
     only when the preset's line pass cleans it to the stored text, and says so when it cannot."""
@@ -293,18 +299,35 @@ def test_a_rule_scored_before_cleaning_is_marked_on_the_input_text(tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"id": "d", "text": original}) + "\n", encoding="utf-8")
     view = _fineweb_view(tmp_path, [str(source)])
-    stored = kept_text(normalize_text(original), view.signal_config)
+    stored = line_pass(normalize_text(original), view.signal_config)[0]
     assert "Menu" not in stored
     row = {"id": "d", "source": "s", "text": stored, "reason": "gopher_dup_line_char_frac", "c4_removed_line_frac": 0.25}
-    block = _sample_html(view, row, None, read_scored_texts(view, pl.DataFrame([row])))
+    block = _sample_html(view, row, None, _read_scored(view, row))
     assert '<del class="removed">Menu</del>' in block and block.count('<mark class="repeat">') == 1
     assert block.index('<mark class="repeat">') > block.index("beta line")  # the later copy
     assert "on the text before C4 line cleaning: that text is shown" in block
     source.write_text(json.dumps({"id": "d", "text": original + "\na line added to the input since"}) + "\n", encoding="utf-8")
-    block = _sample_html(view, row, None, read_scored_texts(view, pl.DataFrame([row])))
+    block = _sample_html(view, row, None, _read_scored(view, row))
     assert "<mark" not in block and "nothing is marked" in block
     counted = {**row, "reason": "gopher_word_count"}
     assert "No span stands for <code>gopher_word_count</code>" in _sample_html(view, counted, None, None)
+
+
+def test_lines_c4_cleaning_removed_follow_the_presets_line_pass(tmp_path):
+    """Under fineweb the section strikes the lines datatrove's C4 pass drops (here a line of two words, which
+    clover's c4_clean keeps: its min_words_per_line is unset), on the input text read again."""
+    original = "Two words\nA full sentence of several words here.\nAnother full sentence of words here."
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "d", "text": original}) + "\n", encoding="utf-8")
+    view = _fineweb_view(tmp_path, [str(source)])
+    stored, removed = line_pass(normalize_text(original), view.signal_config)
+    assert removed == 1 / 3 and line_pass(original, SignalConfig())[1] == 0.0
+    (tmp_path / "documents").mkdir()
+    pq.write_table(pa.table({"id": ["d"], "source": ["s"], "text": [stored], "c4_removed_line_frac": [removed]}),
+                   tmp_path / "documents" / "part-00000.parquet")
+    html = c4_section(view, 1, 0, read_before_cleaning(view, set(), 10))
+    assert "quality.presets.fineweb_c4" in html and '<del class="removed">Two words</del>' in html
+    assert html.count("<del") == 1 and 'data-same="true"' in html
 
 
 def test_long_series_are_thinned_keeping_spikes_and_every_mark():
