@@ -140,7 +140,8 @@ def _checkpoint(context, batch, suite_name: str, expectations: list, examples: i
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name=suite_name, data=batch, suite=suite))
     return context.checkpoints.add(gx.Checkpoint(
-        name=suite_name, validation_definitions=[definition], actions=[], result_format={"result_format": "SUMMARY", "partial_unexpected_count": examples}))
+        name=suite_name, validation_definitions=[definition], actions=[],
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": examples}))
 
 
 def _checked_frame(frame, expectations: list, driver_rows: int):
