@@ -23,11 +23,12 @@ from jobs.inspect_run import is_gate_story
 from jobs.report_html import book, esc, histogram_svg, marked_text, page, table
 from quality.c4 import C4Config
 from quality.evidence import (
-    Span,
     evidence,
     has_highlight,
+    line_outcomes,
     line_pass,
     missing_stop_words,
+    removed_line_spans,
     scored_before_cleaning,
 )
 from quality.signals import SCORE_RANGES, Bounds, SignalConfig, preset_min_words
@@ -76,11 +77,6 @@ class CurateView:
         """How curate scored: the preset, C4 settings and repeated n-gram size it recorded."""
         return SignalConfig(preset=self.signals.get("preset", "clover"), c4=self.c4,
                             repeated_ngram_n=self.signals.get("repeated_ngram_n", 10))
-
-    @property
-    def c4_by_c4_clean(self) -> bool:
-        """Whether curate cleaned lines with `quality.c4.c4_clean`: the clover signals preset (the default)."""
-        return self.signals.get("preset", "clover") == "clover"
 
 
 def both_outputs(path: str, columns: list[str]) -> pl.LazyFrame:
@@ -280,35 +276,6 @@ INPUT_RECORDS = 20_000  # input records read again, at most, for the text before
 CANDIDATES_PER_EXAMPLE = 10  # changed documents collected per example shown, before the pick by hash
 
 
-def c4_lines(text: str, signals: SignalConfig) -> list[bool | None]:
-    """Per line of `text`: True when C4 line cleaning drops it, False when it keeps it, None when it is blank
-    (once citation markers are deleted). Each line goes through the preset's line pass, the function curate
-    calls (`quality.evidence.line_pass`: `quality.c4.c4_clean` for clover), alone: its citation markers and
-    line rules act within a line, so a line is dropped alone exactly when it is dropped from the whole text."""
-    outcomes: list[bool | None] = []
-    for line in text.split("\n"):
-        cleaned, removed = line_pass(line, signals)
-        outcomes.append(True if removed == 1.0 else False if cleaned.strip() else None)
-    return outcomes
-
-
-def c4_spans(text: str, outcomes: list[bool | None]) -> list[Span]:
-    """The lines `c4_lines` says cleaning drops, as "removed" spans (struck through by `marked_text`)."""
-    spans, pos = [], 0
-    for line, dropped in zip(text.split("\n"), outcomes):
-        if dropped:
-            spans.append(Span(pos, pos + len(line), "removed"))
-        pos += len(line) + 1
-    return spans
-
-
-def with_c4_spans(spans: list[Span], removed: list[Span]) -> list[Span]:
-    """Evidence spans with its struck lines replaced by `removed`: `quality.evidence` strikes the lines
-    `quality.c4.drop_line` drops as they stand, without deleting citation markers first as `c4_clean` does."""
-    kept = [s for s in spans if s.kind != "removed" and not any(r.start < s.end and s.start < r.end for r in removed)]
-    return sorted(kept + removed, key=lambda s: s.start)
-
-
 @dataclass
 class BeforeCleaning:
     """Texts as curate scored them before C4 line cleaning (normalized), read again from the curate inputs."""
@@ -372,7 +339,7 @@ def scored_before_cleaning_ids(view: CurateView, picked: pl.DataFrame) -> set[st
 def _cleaning_block(text: str, stored: str | None, signals: SignalConfig, frac: float | None) -> str:
     """The text before cleaning, the removed lines struck; with the cleaned text curate stored, a check that
     the text cleans to it (else the input changed since)."""
-    outcomes = c4_lines(text, signals)
+    outcomes = line_outcomes(text, signals)
     removed = sum(1 for dropped in outcomes if dropped)
     nonblank = sum(1 for dropped in outcomes if dropped is not None)
     same = stored is None or line_pass(text, signals)[0] == stored
@@ -381,7 +348,7 @@ def _cleaning_block(text: str, stored: str | None, signals: SignalConfig, frac: 
     stored_frac = f"; stored c4_removed_line_frac {frac:.4g}" if frac is not None else ""
     return (f'<p class="c4-lines" data-removed="{removed}" data-same="{str(same).lower()}">C4 line cleaning '
             f"removed {removed} of {nonblank} non-blank lines (struck through){stored_frac}.{check}</p>"
-            + marked_text(text, c4_spans(text, outcomes)))
+            + marked_text(text, removed_line_spans(text, outcomes)))
 
 
 def _scored_text(view: CurateView, row: dict, scored: BeforeCleaning | None) -> tuple[str | None, str]:
@@ -408,13 +375,8 @@ def _sample_html(view: CurateView, row: dict, before: BeforeCleaning | None = No
                  scored: BeforeCleaning | None = None) -> str:
     reason = row["reason"]
     text, note = _scored_text(view, row, scored)
-    if text is None:
-        shown = marked_text(row["text"], [])
-    elif view.c4_by_c4_clean:
-        shown = marked_text(text, with_c4_spans(evidence(text, reason, view.signal_config),
-                                                c4_spans(text, c4_lines(text, view.signal_config))))
-    else:
-        shown = marked_text(text, evidence(text, reason, view.signal_config))
+    shown = marked_text(row["text"] if text is None else text,
+                        [] if text is None else evidence(text, reason, view.signal_config))
     bounds = view.thresholds.get(reason)
     facts = [f"id <code>{esc(row['id'])}</code>", f"source {esc(row['source'])}"]
     if reason in row and row[reason] is not None:

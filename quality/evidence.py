@@ -1,9 +1,9 @@
 """Evidence for a rejection: which parts of a stored text made a score fail, found by the scoring code itself.
 
 `clover inspect` highlights these spans. Each finder calls the same function the score came from, under the
-run's signal preset (`quality.repetition` masks, `quality.c4.drop_line` and `quality.gopher` for clover;
-`quality.presets` for fineweb; `quality.redpajama` for redpajama), so a highlight is exactly what the rule
-saw, never a second implementation of it. A reason without a finder (`has_highlight`) gets no spans,
+run's signal preset (`quality.repetition` masks and `quality.gopher` for clover; `quality.presets` for
+fineweb; `quality.redpajama` for redpajama; the preset's C4 line pass, `line_pass`, for struck lines), so a
+highlight is exactly what the rule saw, never a second implementation of it. A reason without a finder (`has_highlight`) gets no spans,
 rather than another definition's.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from quality import presets, redpajama
-from quality.c4 import c4_clean, drop_line
+from quality.c4 import c4_clean
 from quality.document import DocumentView
 from quality.gopher import STOP_WORDS, is_alphabetic
 from quality.repetition import duplicate_ngram_mask, repeated_ngram_mask, top_ngram_mask, word_ids
@@ -201,15 +201,6 @@ def scored_before_cleaning(reason: str, preset: str) -> bool:
     return False
 
 
-def line_dropped(line: str, signals: SignalConfig) -> bool:
-    """Whether the preset's C4 line pass removes this non-blank line: `quality.c4.drop_line` as the line stands
-    (clover), `line_pass` on the line alone (fineweb, redpajama: each decides line by line, so a line goes
-    alone exactly when it goes from the whole text)."""
-    if signals.preset == "clover":
-        return drop_line(line, signals.c4)
-    return line_pass(line, signals)[1] == 1.0
-
-
 def line_pass(text: str, signals: SignalConfig) -> tuple[str, float]:
     """The preset's C4 line pass, the function curate calls: (the text it keeps, the share of non-blank lines
     it removes) by `quality.c4.c4_clean` (clover), `presets.fineweb_c4` or `redpajama.redpajama_line_pass`."""
@@ -223,11 +214,20 @@ def line_pass(text: str, signals: SignalConfig) -> tuple[str, float]:
     return c4_clean(text, c4)
 
 
-def c4_removed_spans(text: str, signals: SignalConfig) -> list[Span]:
-    """Lines the preset's C4 line cleaning would remove from this text (struck through in the report)."""
-    lines = text.split("\n")
-    dropped = {i for i, line in enumerate(lines) if line.strip() and line_dropped(line, signals)}
-    return _line_spans(text, dropped, "removed")
+def line_outcomes(text: str, signals: SignalConfig) -> list[bool | None]:
+    """Per line of `text`: True when the preset's C4 line pass drops it, False when it keeps it, None when it
+    is blank (once citation markers are deleted). Each line goes through `line_pass` alone: citation markers
+    and line rules act within a line, so a line is dropped alone exactly when it is dropped from the text."""
+    outcomes: list[bool | None] = []
+    for line in text.split("\n"):
+        cleaned, removed = line_pass(line, signals)
+        outcomes.append(True if removed == 1.0 else False if cleaned.strip() else None)
+    return outcomes
+
+
+def removed_line_spans(text: str, outcomes: list[bool | None]) -> list[Span]:
+    """The lines `line_outcomes` says the line pass drops, as "removed" spans (struck through in the report)."""
+    return _line_spans(text, {i for i, dropped in enumerate(outcomes) if dropped}, "removed")
 
 
 def evidence(text: str, reason: str, signals: SignalConfig) -> list[Span]:
@@ -235,7 +235,7 @@ def evidence(text: str, reason: str, signals: SignalConfig) -> list[Span]:
     cleaning removes; sorted, never overlapping. Where they meet, what the rule saw wins: the struck line
     for a rule scored on the text cleaning kept, the rule's span for one scored before cleaning."""
     spans = _FINDERS[signals.preset](text, reason, signals.repeated_ngram_n)
-    removed = c4_removed_spans(text, signals)
+    removed = removed_line_spans(text, line_outcomes(text, signals))
     if scored_before_cleaning(reason, signals.preset):
         spans, removed = removed, spans
     covered = [s for s in spans if not any(r.start < s.end and s.start < r.end for r in removed)]

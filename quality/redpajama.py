@@ -97,8 +97,8 @@ def _top_ngram_frac(words: list[str], n: int, total_chars: int) -> float:
     """rps_doc_frac_chars_top_{n}gram: characters of the most frequent n-gram's words (no separators)
     times its count, over all word characters; 0 unless it occurs twice. Overlapping occurrences each
     count, so "a a a a" scores 1.5 for n=2."""
-    gram, count = most_common_ngram(words, n)
-    return _rounded(sum(map(len, gram)) * count, total_chars) if count > 1 else 0.0
+    gram, count = _repeated_top_ngram(words, n)
+    return _rounded(sum(map(len, gram)) * count, total_chars)
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
@@ -119,8 +119,13 @@ def has_ascii_letter(word: str) -> bool:
 
 def top_ngram(words: list[str], n: int) -> tuple[str, ...]:
     """The n-gram rps_doc_frac_chars_top_{n}gram counts; () unless it occurs twice."""
+    return _repeated_top_ngram(words, n)[0]
+
+
+def _repeated_top_ngram(words: list[str], n: int) -> tuple[tuple[str, ...], int]:
+    """The most frequent n-gram and its count, or ((), 0) unless it occurs twice."""
     gram, count = most_common_ngram(words, n)
-    return gram if count > 1 else ()
+    return (gram, count) if count > 1 else ((), 0)
 
 
 def repetition_signals(doc: RedPajamaDocument) -> dict[str, float]:
