@@ -219,7 +219,7 @@ class DocumentScorer:
 
         # a line break ends every special-case match, so the text's words are its stripped lines' words
         words = [word for line in text.splitlines() for word in line_view(line.strip())[0]]
-        cleaned, c4_scores, cleaned_words = fineweb_c4(text, c4.require_terminal_punct, self._min_words(),
+        cleaned, c4_scores, cleaned_words = fineweb_c4(text, c4.require_terminal_punct, preset_min_words(c4),
                                                        c4.max_word_length, line_view)
         kept, kept_words = (cleaned, cleaned_words) if c4.apply_line_cleaning else (text, words)
         doc = DocumentView(kept)
@@ -239,7 +239,7 @@ class DocumentScorer:
         for take Clover's definitions on the text kept (no rule in this preset's thresholds)."""
         c4 = self.cfg.c4
         rp = RedPajamaDocument(text)
-        cleaned, removed_frac = redpajama_line_pass(rp, c4.require_terminal_punct, self._min_words())
+        cleaned, removed_frac = redpajama_line_pass(rp, c4.require_terminal_punct, preset_min_words(c4))
         kept = cleaned if c4.apply_line_cleaning else text
         doc = DocumentView(kept)
         scores = {
@@ -250,9 +250,6 @@ class DocumentScorer:
             **redpajama_scores(rp, self.bad_words),  # fineweb_line_punct_frac included: RPv2's line flag
         }
         return kept, {name: scores[name] for name in SCORE_RANGES}
-
-    def _min_words(self) -> int:
-        return preset_min_words(self.cfg.c4)
 
 
 def preset_min_words(c4: C4Config) -> int:
