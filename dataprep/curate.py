@@ -15,6 +15,7 @@ import pyarrow as pa
 from dataprep.spark import (
     SparkConfig,
     fit_shuffle_partitions,
+    map_units,
     partitions_for,
     read_parquet,
     ship_file,
@@ -163,8 +164,7 @@ def run_curate(spark, inputs: list[str], out: str, cfg: CurateConfig, validate: 
     num_partitions = partitions_for(cfg.spark, sum(f.size for f in files))
     shuffle_partitions = fit_shuffle_partitions(spark, cfg.spark, sum(f.size for f in files))
 
-    units_df = spark.sparkContext.parallelize(units, len(units)).toDF("uri string, row_group int")
-    raw = units_df.mapInArrow(read_units(cfg.ingest), from_arrow_schema(RAW))
+    raw = map_units(spark, units, read_units(cfg.ingest), from_arrow_schema(RAW))
     key = F.coalesce(F.col("id"), F.concat_ws(":", "input_file", F.col("line").cast("string")))
     ordered = (
         raw.withColumn("_key", key)

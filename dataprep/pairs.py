@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from dataprep.spark import SparkConfig, partitions_for, read_parquet, ship_file, write_parquet
+from dataprep.spark import SparkConfig, map_units, partitions_for, read_parquet, ship_file, write_parquet
 from dataprep.stages import TOKENIZER_OPTION, Option, Stage, register
 from dataprep.train_tokenizer import load_tokenizer_metadata
 from dataprep.validate import commit_stage
@@ -208,8 +208,7 @@ def _parsed_pairs(spark, files: list, partitions: int, cfg: PairsConfig, model_f
 
     formats = {f.uri: input_format(f.uri) for f in files}
     units = [(f.uri, rg) for f in files for rg in (parquet_units(f.uri) if formats[f.uri] == "parquet" else [0])]
-    raw = spark.sparkContext.parallelize(units, len(units)).toDF("uri string, row_group int") \
-        .mapInArrow(read_units(cfg.ingest, PAIRS_UNWRAP_META), from_arrow_schema(RAW))
+    raw = map_units(spark, units, read_units(cfg.ingest, PAIRS_UNWRAP_META), from_arrow_schema(RAW))
     key = F.coalesce(F.col("id"), F.concat_ws(":", "input_file", F.col("line").cast("string")))
     ordered = raw.withColumn("_key", key).repartition(partitions, "_key") \
         .sortWithinPartitions("_key", "input_file", "line").drop("_key")

@@ -25,6 +25,7 @@ import pyarrow as pa
 from dataprep.spark import (
     SparkConfig,
     fit_shuffle_partitions,
+    map_units,
     quarantine_rows,
     read_parquet,
     ship_file,
@@ -143,31 +144,31 @@ class _Packer:
 
 
 def _encode_and_pack(cfg: TokenizeConfig, model_file, special: dict[str, int], dtype: np.dtype):
-    """mapInArrow over read units (uri, row_group, stream): each unit's usable documents become one stream."""
+    """A `map_units` reader over (stream, (uri, row_group)) read units: each unit's usable documents become
+    one stream, numbered by the unit's place in the input."""
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def run(units: Iterator[tuple[int, tuple[str, int]]]) -> Iterator[pa.RecordBatch]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
         import sentencepiece as spm
 
         processor = spm.SentencePieceProcessor(model_file=model_file())
-        for batch in batches:
-            for uri, row_group, stream in zip(*(batch.column(c).to_pylist() for c in ("uri", "row_group", "stream"))):
-                fs, path = storage.resolve(uri)
-                with fs.open_input_file(path) as handle:
-                    table = pq.ParquetFile(handle).read_row_group(row_group, columns=["id", cfg.text_column])
-                text = table.column(cfg.text_column)
-                usable = pc.and_(pc.is_valid(table.column("id")), pc.greater(pc.utf8_length(text), 0))
-                texts = text.filter(pc.fill_null(usable, False)).to_pylist()
-                packer = _Packer(cfg.seq_len, special["pad"], special["eos"], stream, dtype)
-                for start in range(0, len(texts), cfg.encode_batch):
-                    emitted = packer.add(encode_documents(processor, texts[start : start + cfg.encode_batch],
-                                                          cfg.max_encode_chars))
-                    if emitted is not None:
-                        yield emitted
-                last = packer.finish()
-                if last is not None:
-                    yield last
+        for stream, (uri, row_group) in units:
+            fs, path = storage.resolve(uri)
+            with fs.open_input_file(path) as handle:
+                table = pq.ParquetFile(handle).read_row_group(row_group, columns=["id", cfg.text_column])
+            text = table.column(cfg.text_column)
+            usable = pc.and_(pc.is_valid(table.column("id")), pc.greater(pc.utf8_length(text), 0))
+            texts = text.filter(pc.fill_null(usable, False)).to_pylist()
+            packer = _Packer(cfg.seq_len, special["pad"], special["eos"], stream, dtype)
+            for start in range(0, len(texts), cfg.encode_batch):
+                emitted = packer.add(encode_documents(processor, texts[start : start + cfg.encode_batch],
+                                                      cfg.max_encode_chars))
+                if emitted is not None:
+                    yield emitted
+            last = packer.finish()
+            if last is not None:
+                yield last
 
     return run
 
@@ -250,11 +251,9 @@ def _packed_rows(spark, units: list, footers: list, cfg: TokenizeConfig, tokeniz
     from pyspark.sql.pandas.types import from_arrow_schema
 
     model_file = ship_file(spark, storage.join(tokenizer_dir, tokenizer["model"]))
-    units_df = spark.sparkContext.parallelize(
-        [(uri, rg, i) for i, (uri, rg) in enumerate(units)], max(1, len(units))).toDF("uri string, row_group int, stream int")
     numpy_dtype = np.dtype(dtype.to_pandas_dtype())
-    packed = units_df.mapInArrow(_encode_and_pack(cfg, model_file, tokenizer["special_ids"], numpy_dtype),
-                                 from_arrow_schema(PACKED))
+    packed = map_units(spark, units, _encode_and_pack(cfg, model_file, tokenizer["special_ids"], numpy_dtype),
+                       from_arrow_schema(PACKED))
     text_bytes = sum(_column_bytes(meta, cfg.text_column) for _, meta in footers)
     shards = max(1, -(-text_bytes // 4 * dtype.bit_width // 8 // cfg.shard_bytes))
     shuffle_key = F.xxhash64("pack_partition", "pack_index", F.lit(cfg.seed))
@@ -323,9 +322,13 @@ def validation_frames(spark, root: str, manifest: dict) -> dict:
         F.count("*").alias("rows"), F.sum("num_tokens").alias("tokens")).collect()}
     entries = manifest["shards"]
     uris = [member_uri(root, e["file"], storage.join(root, "manifest.json")) for e in entries]
-    hashes = (spark.sparkContext.parallelize(uris, max(1, len(entries)))
-              .map(lambda uri: (uri, storage.file_sha256(uri) if storage.exists(uri) else "")).collect())
-    sha = {os.path.basename(uri): digest for uri, digest in hashes}
+
+    def file_hashes(units: Iterator[tuple[int, str]]) -> Iterator[pa.RecordBatch]:
+        for _, uri in units:
+            yield pa.RecordBatch.from_pydict({"uri": [uri], "sha256": [storage.file_sha256(uri) if storage.exists(uri) else ""]})
+
+    hashes = map_units(spark, uris, file_hashes, "uri string, sha256 string").collect()
+    sha = {os.path.basename(row["uri"]): row["sha256"] for row in hashes}
     table = []
     for entry in entries:
         name = os.path.basename(entry["file"])

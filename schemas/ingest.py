@@ -339,11 +339,11 @@ def read_unit(uri: str, row_group: int, cfg: IngestConfig, unwrap_meta: bool = T
 
 
 def read_units(cfg: IngestConfig, unwrap_meta: bool = True):
-    """mapInArrow function: (uri, row_group) read units in, RAW batches out (`unwrap_meta`: see read_unit)."""
+    """A `dataprep.spark.map_units` reader: (index, (uri, row_group)) read units in, RAW batches out
+    (`unwrap_meta`: see read_unit)."""
 
-    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for uri, row_group in zip(batch.column("uri").to_pylist(), batch.column("row_group").to_pylist()):
-                yield from read_unit(uri, row_group, cfg, unwrap_meta)
+    def read(units: Iterator[tuple[int, tuple[str, int]]]) -> Iterator[pa.RecordBatch]:
+        for _, (uri, row_group) in units:
+            yield from read_unit(uri, row_group, cfg, unwrap_meta)
 
     return read
