@@ -109,6 +109,9 @@ def session_settings(cfg: SparkConfig, master: str) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
+        # Python workers talk to their executor over a Unix socket: over TCP loopback each Python task
+        # waited ~40 ms on delayed acknowledgements (64 trivial mapInArrow tasks on local[2]: 2.9 s -> 1.6 s)
+        **({"spark.python.unix.domain.socket.enabled": "true"} if os.name == "posix" else {}),
         # executors on other machines reach the object store the driver reaches
         **{f"spark.executorEnv.{name}": os.environ[name] for name in OBJECT_STORE_ENV if os.environ.get(name)},
         **cfg.conf,

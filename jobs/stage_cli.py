@@ -83,6 +83,7 @@ def _run(stage: Stage, argv: list[str] | None, prog: str) -> int:
     from dataprep.spark import spark_session
 
     args, cfg = parse_stage(stage, argv, prog)
+    storage.check_unlocked(args.out)  # before seconds of Spark start-up, which a refusal would waste
     if stage.own_suite and not args.no_validate:
         _import_while_spark_starts("great_expectations")
     spark = spark_session(spark_settings(cfg, args), f"clover-{stage.name}", storage.total_bytes(getattr(args, stage.inputs[0])))

@@ -261,7 +261,10 @@ class OutputLocked(RuntimeError):
     """Another live run is writing the same output."""
 
 
-def writes_output(argument: str, stale_after_s: float = 24 * 3600) -> Callable:
+STALE_AFTER_S = 24 * 3600
+
+
+def writes_output(argument: str, stale_after_s: float = STALE_AFTER_S) -> Callable:
     """Decorate a stage whose parameter `argument` names its output: one writer at a time.
 
     The lock is `OUT.lock` beside the output, holding the owner's host and pid. A lock whose owner
@@ -286,6 +289,15 @@ def writes_output(argument: str, stale_after_s: float = 24 * 3600) -> Callable:
     return decorate
 
 
+def check_unlocked(out: str, stale_after_s: float = STALE_AFTER_S) -> None:
+    """Raise OutputLocked now if a live run holds `out`'s lock: a command checks before it spends seconds
+    starting Spark (the stage still takes the lock itself, so a writer that starts meanwhile is caught)."""
+    lock = _Lock(f"{out.rstrip('/')}.lock", stale_after_s)
+    holder = lock._holder()
+    if holder is not None and not lock._stale(holder):
+        raise OutputLocked(lock.held_by(holder))
+
+
 class _Lock:
     def __init__(self, uri: str, stale_after_s: float) -> None:
         self.uri, self.stale_after_s = uri, stale_after_s
@@ -297,12 +309,14 @@ class _Lock:
                 return self
             holder = self._holder()
             if holder is not None and not self._stale(holder):
-                raise OutputLocked(
-                    f"{self.uri.removesuffix('.lock')} is being written by pid {holder.get('pid')} on "
-                    f"{holder.get('host')} since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(holder.get('since', 0)))} "
-                    f"UTC; wait for it, or remove {self.uri} if that run is gone")
+                raise OutputLocked(self.held_by(holder))
             self._break(holder)
         raise OutputLocked(f"could not take {self.uri}: other writers keep taking it")
+
+    def held_by(self, holder: dict) -> str:
+        return (f"{self.uri.removesuffix('.lock')} is being written by pid {holder.get('pid')} on "
+                f"{holder.get('host')} since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(holder.get('since', 0)))} "
+                f"UTC; wait for it, or remove {self.uri} if that run is gone")
 
     def __exit__(self, *exc) -> None:
         holder = self._holder()

@@ -55,9 +55,12 @@ def test_a_live_lock_refuses_a_second_writer_and_a_dead_ones_is_broken(tmp_path)
         Path(f"{out}.lock").write_text(f'{{"host": "{socket.gethostname()}", "pid": {sleeper.pid}, "since": {time.time()}}}')
         with pytest.raises(storage.OutputLocked, match=f"pid {sleeper.pid}"):
             _hold(out, 0)
+        with pytest.raises(storage.OutputLocked, match=f"pid {sleeper.pid}"):
+            storage.check_unlocked(out)  # what a command asks before it starts Spark
     finally:
         sleeper.kill()
         sleeper.wait()
+    storage.check_unlocked(out)  # a dead owner's lock holds nothing back
     _hold(out, 0)  # the owner is gone: its lock is stale, broken, and released after the run
     assert not Path(f"{out}.lock").exists()
 
@@ -85,9 +88,9 @@ def test_two_concurrent_writers_one_wins_the_other_says_why(spark, corpus, tmp_p
     first = _clover("curate", str(corpus / "new"), "--out", out)
     while not Path(f"{out}.lock").exists() and first.poll() is None:
         time.sleep(0.1)
-    second = _clover("curate", str(corpus / "new"), "--out", out)
+    second = _clover("curate", str(corpus / "new"), "--out", out)  # refuses before its Spark starts
     _, err = second.communicate(timeout=300)
-    assert second.returncode == 2 and "is being written by pid" in err
+    assert second.returncode == 2 and "is being written by pid" in err, err[-2000:]
     assert first.wait(timeout=300) == 0
     run_curate(spark, [str(corpus / "new")], str(tmp_path / "reference"), CurateConfig())
     assert _bytes(Path(out)) == _bytes(tmp_path / "reference")
