@@ -7,11 +7,13 @@ For each signal preset, in one run on the same documents:
 - `clover curate` end to end, as a user runs it (a fresh `clover curate` process: Spark start, read,
   normalize, score, write three outputs, Great Expectations validation, commit), per core of the master;
   the median of --repeats runs, after an untimed warm-up run that leaves the driver's class archive in place;
-- Clover's normalization and scorer alone, one process on one core, all scores (no early exit);
+- Clover's normalization and scorer alone, one process on one core, all scores (no early exit), measured
+  right before each `clover curate` run: the ratio of the two is the median of the runs' ratios, each
+  from rates measured minutes apart at most;
 - datatrove's Gopher repetition, Gopher quality, C4 and FineWeb filters, one process on one core, with
-  the early exit FineWeb ran them with (a document stops at its first failing filter). It is the peer of
-  every preset; install it in the benchmark's environment only (`--datatrove-python`, see
-  benchmarks/agreement.py).
+  the early exit FineWeb ran them with (a document stops at its first failing filter), measured right
+  before each preset's runs. It is the peer of every preset; install it in the benchmark's environment
+  only (`--datatrove-python`, see benchmarks/agreement.py).
 Then the stage's fixed cost, `clover curate` on the first --small-docs documents (Spark and the Python
 workers starting, Great Expectations, commit, exit), and its per-document rate beyond it, which is what
 more data sees; and where the stage's time went, from Spark's event log: each Spark stage's wall time
@@ -34,6 +36,7 @@ import argparse
 import glob
 import json
 import platform
+import statistics
 import subprocess
 import tempfile
 import time
@@ -169,29 +172,39 @@ def scorer_rate(texts: list[str], preset: str) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
-def measure_preset(paths: list[str], folder: str, preset: str, master: str, repeats: int) -> tuple[dict, list]:
-    """The median wall seconds of `repeats` `clover curate` runs (with their spread) and the report, and the
-    Spark breakdown of the median run."""
+def measure_preset(paths: list[str], folder: str, preset: str, master: str, repeats: int,
+                   sample: list[str] | None = None) -> tuple[dict, list]:
+    """`repeats` `clover curate` runs: the median run's wall seconds (with the spread), report and Spark
+    breakdown. With a `sample`, each run comes right after a measurement of the scorer alone on it, so
+    that the two rates of a ratio share the machine's state (on this shared VM a core's speed drifted by a
+    fifth within an hour); then also the median scorer rate and the median of the runs' ratios."""
     runs = []
     for attempt in range(repeats):
+        scorer = scorer_rate(sample, preset) if sample else None
         event_dir = os.path.join(folder, f"events-{attempt}")
         seconds, report = run_stage(paths, os.path.join(folder, f"out-{attempt}"), preset, master, event_dir)
-        runs.append((seconds, report, event_dir))
+        runs.append((seconds, report, event_dir, scorer))
     runs.sort(key=lambda run: run[0])
-    seconds, report, event_dir = runs[len(runs) // 2]
-    spread = f"{runs[0][0]:.1f}-{runs[-1][0]:.1f}"
-    return {"seconds": seconds, "spread": spread, "input": report["input"], "output": report["output"]}, \
-        spark_stages(event_dir)
+    seconds, report, event_dir, _ = runs[len(runs) // 2]
+    row = {"seconds": seconds, "spread": f"{runs[0][0]:.1f}-{runs[-1][0]:.1f}", "input": report["input"],
+           "output": report["output"]}
+    if sample:
+        row["scorer"] = statistics.median(run[3] for run in runs)
+        row["ratio"] = statistics.median(report["input"] / run[0] / run[3] for run in runs)  # x cores: per core
+    return row, spark_stages(event_dir)
 
 
-def preset_rows(full: list[str], small: str, folder: str, preset: str, args: argparse.Namespace, sample: list[str],
-                cores: int) -> tuple[dict, list]:
-    """One preset's rates: `clover curate` on every document and on the small input (its fixed cost: Spark
-    and Python workers starting, Great Expectations, commit, exit), the scorer alone, and the Spark breakdown."""
-    row, sites = measure_preset(full, os.path.join(folder, "full"), preset, args.master, args.repeats)
+def preset_rows(full: list[str], small: str, sample_path: str, folder: str, preset: str, args: argparse.Namespace,
+                sample: list[str], cores: int) -> tuple[dict, list]:
+    """One preset's rates: datatrove's, then `clover curate` on every document, each run beside the scorer
+    alone, and on the small input (its fixed cost: Spark and Python workers starting, Great Expectations,
+    commit, exit), and the Spark breakdown."""
+    peer, peer_every = datatrove_rates(args.datatrove_python, sample_path, len(sample))
+    row, sites = measure_preset(full, os.path.join(folder, "full"), preset, args.master, args.repeats, sample)
     fixed, _ = measure_preset([small], os.path.join(folder, "small"), preset, args.master, args.repeats)
-    row.update(rate=row["input"] / row["seconds"] / cores, scorer=scorer_rate(sample, preset), fixed=fixed["seconds"],
-               per_document=(row["input"] - fixed["input"]) / (row["seconds"] - fixed["seconds"]) / cores)
+    row.update(rate=row["input"] / row["seconds"] / cores, ratio=row["ratio"] / cores, fixed=fixed["seconds"],
+               per_document=(row["input"] - fixed["input"]) / (row["seconds"] - fixed["seconds"]) / cores,
+               peer=peer, peer_every=peer_every)
     return row, [(preset, site, count, f"{wall:.1f}", f"{run:.1f}", f"{cpu:.1f}") for site, count, wall, run, cpu in sites]
 
 
@@ -227,16 +240,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_jsonl(tmp, documents, files=max(cores * 4, 8))
         (sample_path,) = write_jsonl(os.path.join(tmp, "sample"), documents[: args.sample_docs], files=1)
-        peer, peer_every = datatrove_rates(args.datatrove_python, sample_path, args.sample_docs)
         # the first session writes the driver's class archive as it exits (dataprep/jvm_archive.py): not timed
         run_stage([sample_path], os.path.join(tmp, "warm-up"), "clover", args.master, os.path.join(tmp, "warm-up-events"))
         (small_path,) = write_jsonl(os.path.join(tmp, "small"), documents[: args.small_docs], files=1)
         rates, costs, breakdown = [], [], []
         for preset in args.presets.split(","):
-            row, sites = preset_rows(paths, small_path, os.path.join(tmp, preset), preset, args, sample, cores)
+            row, sites = preset_rows(paths, small_path, sample_path, os.path.join(tmp, preset), preset, args, sample,
+                                     cores)
             rates.append((preset, f"{row['input']:,}", f"{row['seconds']:.1f} ({row['spread']})", f"{row['rate']:,.0f}",
-                          f"{row['scorer']:,.0f}", f"{peer:,.0f} / {peer_every:,.0f}", f"{row['rate'] / row['scorer']:.0%}",
-                          f"{row['rate'] / peer:.2f}x", f"{row['output']:,}"))
+                          f"{row['scorer']:,.0f}", f"{row['peer']:,.0f} / {row['peer_every']:,.0f}", f"{row['ratio']:.0%}",
+                          f"{row['rate'] / row['peer']:.2f}x", f"{row['output']:,}"))
             costs.append((preset, f"{row['fixed']:.1f}", f"{row['per_document']:,.0f}",
                           f"{row['per_document'] / row['scorer']:.0%}"))
             breakdown += sites
@@ -245,7 +258,8 @@ def main() -> None:
             f"{len(documents):,} {args.corpus} documents, mean {size / 1000:.1f} kB; one-process rates on the "
             f"first {len(sample):,}")
     lines = [meta, "", table(("preset", "docs", f"curate s (median of {args.repeats}: min-max)", "curate docs/s/core",
-                                  "scorer alone docs/s/core", "datatrove docs/s/core (early exit / every filter)", "curate / scorer",
+                                  "scorer alone docs/s/core (median)", "datatrove docs/s/core (early exit / every filter)",
+                                  "curate / scorer (median of the runs')",
                                   "curate / datatrove (early exit)", "kept"), rates),
              "", f"Fixed and per-document cost: `clover curate` on the first {args.small_docs} documents (median of "
              f"{args.repeats}), and the rate of the documents beyond them:", "",
