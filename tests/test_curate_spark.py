@@ -13,7 +13,13 @@ import pytest
 import zstandard
 
 from dataprep.curate import CurateConfig, run_curate
-from dataprep.spark import SparkConfig, fit_shuffle_partitions, partitions_for, write_parquet_routed
+from dataprep.spark import (
+    SparkConfig,
+    fit_shuffle_partitions,
+    map_units,
+    partitions_for,
+    write_parquet_routed,
+)
 from quality.signals import DocumentScorer, SignalConfig, first_failing_rule, paper_thresholds
 from schemas import ReportMismatch, StageReport
 from schemas.config import load_config
@@ -197,6 +203,22 @@ def test_partitions_follow_the_input_only_with_a_floor_for_small_inputs():
     assert partitions_for(cfg, 100) == 1 and partitions_for(cfg, 3 << 20) == 3  # a sample stays one file
     assert partitions_for(cfg, 104 << 20) == 16  # 104 MiB spreads over 16, not one 128 MiB partition
     assert partitions_for(cfg, 4 << 30) == 32 and partitions_for(SparkConfig(partitions=5), 4 << 30) == 5
+
+
+def test_map_units_hands_each_task_its_contiguous_slice_in_order(spark):
+    def read(units):
+        from pyspark import TaskContext
+
+        task = TaskContext.get().partitionId()
+        for index, unit in units:
+            yield pa.RecordBatch.from_pydict({"index": [index], "unit": [unit], "task": [task]})
+
+    units = [f"u{i}" for i in range(7)]
+    rows = map_units(spark, units, read, "index long, unit string, task long", slices=3).collect()
+    assert [(r["index"], r["unit"]) for r in rows] == list(enumerate(units))
+    assert [r["task"] for r in rows] == [0, 0, 1, 1, 2, 2, 2]  # spark.range's even, contiguous split
+    assert map_units(spark, units, read, "index long, unit string, task long").rdd.getNumPartitions() == 7
+    assert map_units(spark, [], read, "index long, unit string, task long").collect() == []
 
 
 def test_routed_write_puts_every_row_in_exactly_one_output_and_counts_it(spark, tmp_path):
