@@ -292,10 +292,7 @@ def writes_output(argument: str, stale_after_s: float = STALE_AFTER_S) -> Callab
 def check_unlocked(out: str, stale_after_s: float = STALE_AFTER_S) -> None:
     """Raise OutputLocked now if a live run holds `out`'s lock: a command checks before it spends seconds
     starting Spark (the stage still takes the lock itself, so a writer that starts meanwhile is caught)."""
-    lock = _Lock(f"{out.rstrip('/')}.lock", stale_after_s)
-    holder = lock._holder()
-    if holder is not None and not lock._stale(holder):
-        raise OutputLocked(lock.held_by(holder))
+    _Lock(f"{out.rstrip('/')}.lock", stale_after_s).refuse_if_held()
 
 
 class _Lock:
@@ -307,16 +304,18 @@ class _Lock:
         for _ in range(3):
             if self._create():
                 return self
-            holder = self._holder()
-            if holder is not None and not self._stale(holder):
-                raise OutputLocked(self.held_by(holder))
-            self._break(holder)
+            self._break(self.refuse_if_held())
         raise OutputLocked(f"could not take {self.uri}: other writers keep taking it")
 
-    def held_by(self, holder: dict) -> str:
-        return (f"{self.uri.removesuffix('.lock')} is being written by pid {holder.get('pid')} on "
-                f"{holder.get('host')} since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(holder.get('since', 0)))} "
-                f"UTC; wait for it, or remove {self.uri} if that run is gone")
+    def refuse_if_held(self) -> dict | None:
+        """Raise OutputLocked if a live run holds the lock; else return its stale holder (None: no lock)."""
+        holder = self._holder()
+        if holder is not None and not self._stale(holder):
+            since = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(holder.get('since', 0)))
+            raise OutputLocked(f"{self.uri.removesuffix('.lock')} is being written by pid {holder.get('pid')} on "
+                               f"{holder.get('host')} since {since} UTC; wait for it, or remove {self.uri} if that "
+                               "run is gone")
+        return holder
 
     def __exit__(self, *exc) -> None:
         holder = self._holder()
