@@ -173,11 +173,12 @@ def scorer_rate(texts: list[str], preset: str) -> float:
 
 
 def measure_preset(paths: list[str], folder: str, preset: str, master: str, repeats: int,
-                   sample: list[str] | None = None) -> tuple[dict, list]:
+                   sample: list[str] | None = None, cores: int = 1) -> tuple[dict, list]:
     """`repeats` `clover curate` runs: the median run's wall seconds (with the spread), report and Spark
     breakdown. With a `sample`, each run comes right after a measurement of the scorer alone on it, so
     that the two rates of a ratio share the machine's state (on this shared VM a core's speed drifted by a
-    fifth within an hour); then also the median scorer rate and the median of the runs' ratios."""
+    fifth within an hour); then also the median scorer rate and the median of the runs' ratios (per core
+    of the master's `cores`)."""
     runs = []
     for attempt in range(repeats):
         scorer = scorer_rate(sample, preset) if sample else None
@@ -190,7 +191,7 @@ def measure_preset(paths: list[str], folder: str, preset: str, master: str, repe
            "output": report["output"]}
     if sample:
         row["scorer"] = statistics.median(run[3] for run in runs)
-        row["ratio"] = statistics.median(report["input"] / run[0] / run[3] for run in runs)  # x cores: per core
+        row["ratio"] = statistics.median(report["input"] / run[0] / cores / run[3] for run in runs)
     return row, spark_stages(event_dir)
 
 
@@ -200,9 +201,10 @@ def preset_rows(full: list[str], small: str, sample_path: str, folder: str, pres
     alone, and on the small input (its fixed cost: Spark and Python workers starting, Great Expectations,
     commit, exit), and the Spark breakdown."""
     peer, peer_every = datatrove_rates(args.datatrove_python, sample_path, len(sample))
-    row, sites = measure_preset(full, os.path.join(folder, "full"), preset, args.master, args.repeats, sample)
+    row, sites = measure_preset(full, os.path.join(folder, "full"), preset, args.master, args.repeats, sample,
+                                cores)
     fixed, _ = measure_preset([small], os.path.join(folder, "small"), preset, args.master, args.repeats)
-    row.update(rate=row["input"] / row["seconds"] / cores, ratio=row["ratio"] / cores, fixed=fixed["seconds"],
+    row.update(rate=row["input"] / row["seconds"] / cores, fixed=fixed["seconds"],
                per_document=(row["input"] - fixed["input"]) / (row["seconds"] - fixed["seconds"]) / cores,
                peer=peer, peer_every=peer_every)
     return row, [(preset, site, count, f"{wall:.1f}", f"{run:.1f}", f"{cpu:.1f}") for site, count, wall, run, cpu in sites]

@@ -205,23 +205,30 @@ def later_copy_spans(text: str, paragraphs: bool) -> list[tuple[int, int]]:
 
 def fineweb_gopher_repetition(text: str, words: list[str]) -> dict[str, float]:
     """GopherRepetitionFilter's values; every character fraction is over len(text), newlines included."""
+    return fineweb_line_paragraph_repetition(text) | fineweb_ngram_repetition(text, words)
+
+
+def fineweb_line_paragraph_repetition(text: str) -> dict[str, float]:
+    """GopherRepetitionFilter's line and paragraph values, which it checks before it splits words."""
     paragraphs = _PARAGRAPH_BREAK.split(text.strip())
     lines = _LINE_BREAKS.split(text)
     para_copies, para_chars = _later_copies(paragraphs)
     line_copies, line_chars = _later_copies(lines)
-    size = len(text)
-    scores = {
+    return {
         "gopher_dup_line_frac": ratio(line_copies, len(lines)),
         "gopher_dup_para_frac": ratio(para_copies, len(paragraphs)),
-        "gopher_dup_line_char_frac": ratio(line_chars, size),
-        "gopher_dup_para_char_frac": ratio(para_chars, size),
+        "gopher_dup_line_char_frac": ratio(line_chars, len(text)),
+        "gopher_dup_para_char_frac": ratio(para_chars, len(text)),
     }
+
+
+def fineweb_ngram_repetition(text: str, words: list[str]) -> dict[str, float]:
+    """GopherRepetitionFilter's top and duplicate n-gram values over the text's spacy_words."""
     offsets = _word_offsets(words)
-    for n, chars in _top_ngram_chars(words, offsets, range(2, 5)).items():
-        scores[f"gopher_top_{n}gram_char_frac"] = ratio(chars, size)
-    for n, chars in _greedy_duplicate_chars(words, offsets, range(5, 11)).items():
-        scores[f"gopher_dup_{n}gram_char_frac"] = ratio(chars, size)
-    return scores
+    top = _top_ngram_chars(words, offsets, range(2, 5))
+    duplicate = _greedy_duplicate_chars(words, offsets, range(5, 11))
+    return {**{f"gopher_top_{n}gram_char_frac": ratio(chars, len(text)) for n, chars in top.items()},
+            **{f"gopher_dup_{n}gram_char_frac": ratio(chars, len(text)) for n, chars in duplicate.items()}}
 
 
 def has_letter(word: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from quality.c4 import C4Config, c4_clean, c4_document, load_bad_words
@@ -13,7 +14,8 @@ from quality.presets import (
     PRESETS,
     fineweb_c4,
     fineweb_gopher_quality,
-    fineweb_gopher_repetition,
+    fineweb_line_paragraph_repetition,
+    fineweb_ngram_repetition,
     fineweb_quality,
 )
 from quality.redpajama import RedPajamaDocument, redpajama_line_pass, redpajama_scores
@@ -207,8 +209,15 @@ class DocumentScorer:
         return text, scores
 
     def _fineweb(self, text: str) -> tuple[str, dict[str, float]]:
-        """datatrove's pipeline order: Gopher on the text as it arrives, C4's line pass, FineWeb on what
-        C4 kept (on the text as it arrives when line cleaning is off)."""
+        filters = list(self.fineweb_filters(text))
+        scores = {name: value for _, filter_scores, _ in filters for name, value in filter_scores.items()}
+        return filters[-1][2], {name: scores[name] for name in SCORE_RANGES}
+
+    def fineweb_filters(self, text: str) -> Iterator[tuple[str, dict[str, float], str]]:
+        """The fineweb preset's scores one datatrove filter at a time, in its pipeline's order: (filter,
+        its scores, the text kept after it). Gopher on the text as it arrives (the line and paragraph
+        rules first: they need no words), C4's line pass, FineWeb on what C4 kept (on the text as it
+        arrives when line cleaning is off), then the columns no fineweb rule reads."""
         c4 = self.cfg.c4
         views: dict[str, tuple[list[str], int]] = {}
 
@@ -217,21 +226,21 @@ class DocumentScorer:
                 views[line] = spacy_words_and_sentences(line)
             return views[line]
 
+        yield "gopher repetition: lines, paragraphs", fineweb_line_paragraph_repetition(text), text
         # a line break ends every special-case match, so the text's words are its stripped lines' words
         words = [word for line in text.splitlines() for word in line_view(line.strip())[0]]
+        yield "gopher repetition: n-grams", fineweb_ngram_repetition(text, words), text
+        yield "gopher quality", fineweb_gopher_quality(text, words), text
         cleaned, c4_scores, cleaned_words = fineweb_c4(text, c4.require_terminal_punct, preset_min_words(c4),
                                                        c4.max_word_length, line_view)
         kept, kept_words = (cleaned, cleaned_words) if c4.apply_line_cleaning else (text, words)
+        yield "c4", c4_scores, kept
+        yield "fineweb quality", fineweb_quality(kept, kept_words), kept
         doc = DocumentView(kept)
-        scores = {
-            **fineweb_gopher_repetition(text, words),
-            **fineweb_gopher_quality(text, words),
-            **c4_scores,
+        yield "no fineweb rule", {
             "c4_bad_word_count": c4_document(doc, 0.0, self.bad_words)["c4_bad_word_count"],
-            **fineweb_quality(kept, kept_words),
             "repeated_ngram_frac": repeated_ngram_fraction(doc.token_ids[0], self.cfg.repeated_ngram_n),
-        }
-        return kept, {name: scores[name] for name in SCORE_RANGES}
+        }, kept
 
     def _redpajama(self, text: str) -> tuple[str, dict[str, float]]:
         """RPv2 computes every signal on the whole document: the rps_* columns score the text as it
