@@ -22,7 +22,7 @@ from quality.document import DocumentView
 from quality.gopher import STOP_WORDS, is_alphabetic
 from quality.repetition import duplicate_ngram_mask, repeated_ngram_mask, top_ngram_mask, word_ids
 from quality.signals import SignalConfig, preset_min_words
-from quality.text import spacy_words, strip_punctuation
+from quality.text import strip_punctuation
 
 _TOKEN = re.compile(r"\S+")
 _DUP_NGRAM = re.compile(r"gopher_dup_(\d+)gram_char_frac")
@@ -112,10 +112,10 @@ def _clover_spans(text: str, reason: str, repeated_ngram_n: int) -> list[Span]:
 
 # ---- fineweb: datatrove's definitions on spaCy words (`quality.presets`)
 
-def fineweb_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """The spaCy words the fineweb Gopher filters score (each stripped line's, as `DocumentScorer` takes
-    them) and where each stands: tokens are contiguous substrings, in order, so a moving find places them."""
-    words = [word for line in text.splitlines() for word in spacy_words(line.strip())]
+def fineweb_word_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """`presets.fineweb_words` and where each stands: tokens are contiguous substrings, in order, so a
+    moving find places them."""
+    words = presets.fineweb_words(text)
     offsets, pos = [], 0
     for word in words:
         start = text.index(word, pos)
@@ -139,7 +139,7 @@ def _fineweb_spans(text: str, reason: str, repeated_ngram_n: int) -> list[Span]:
     if reason in _LINE_RULES:
         pieces = presets.later_copy_spans(text, paragraphs="_para_" in reason)
         return [Span(start, end, "repeat") for start, end in pieces]
-    words, offsets = fineweb_words(text)
+    words, offsets = fineweb_word_spans(text)
     if m := _DUP_NGRAM.fullmatch(reason):
         n = int(m.group(1))
         return mask_spans(text, _starts_mask(presets.fineweb_duplicate_ngram_starts(words, n), n, len(words)),
@@ -248,6 +248,6 @@ def missing_stop_words(text: str, preset: str = "clover") -> list[str]:
     if preset == "redpajama":
         return []
     if preset == "fineweb":
-        return sorted(presets.STOP_WORDS - set(fineweb_words(text)[0]))
+        return sorted(presets.STOP_WORDS - set(presets.fineweb_words(text)))
     present = {w.lower() for w in DocumentView(text).words}
     return sorted(STOP_WORDS - present)

@@ -17,6 +17,7 @@ from quality.presets import (
     fineweb_line_paragraph_repetition,
     fineweb_ngram_repetition,
     fineweb_quality,
+    fineweb_words,
 )
 from quality.redpajama import RedPajamaDocument, redpajama_line_pass, redpajama_scores
 from quality.repetition import repeated_ngram_fraction
@@ -227,8 +228,7 @@ class DocumentScorer:
             return views[line]
 
         yield "gopher repetition: lines, paragraphs", fineweb_line_paragraph_repetition(text), text
-        # a line break ends every special-case match, so the text's words are its stripped lines' words
-        words = [word for line in text.splitlines() for word in line_view(line.strip())[0]]
+        words = fineweb_words(text, line_view)
         yield "gopher repetition: n-grams", fineweb_ngram_repetition(text, words), text
         yield "gopher quality", fineweb_gopher_quality(text, words), text
         cleaned, c4_scores, cleaned_words = fineweb_c4(text, c4.require_terminal_punct, preset_min_words(c4),
