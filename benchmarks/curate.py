@@ -3,11 +3,14 @@
     python benchmarks/curate.py --docs 10000 --master 'local[2]'
     python benchmarks/curate.py --corpus generated --docs 100000 --doc-chars 2000
 
-For each signal preset, in one run on the same documents:
+For each signal preset, and for `fineweb+early_exit` (the fineweb preset with `early_exit: true`: a
+document stops being scored at its first failing rule, as in FineWeb's pipeline), in one run on the same
+documents:
 - `clover curate` end to end, as a user runs it (a fresh `clover curate` process: Spark start, read,
   normalize, score, write three outputs, Great Expectations validation, commit), per core of the master;
   the median of --repeats runs, after an untimed warm-up run that leaves the driver's class archive in place;
-- Clover's normalization and scorer alone, one process on one core, all scores (no early exit), measured
+- Clover's normalization and scorer alone, one process on one core, all scores (up to the first failing
+  rule with +early_exit), measured
   right before each `clover curate` run: the ratio of the two is the median of the runs' ratios, each
   from rates measured minutes apart at most;
 - datatrove's Gopher repetition, Gopher quality, C4 and FineWeb filters, one process on one core, with
@@ -52,7 +55,7 @@ from benchmarks.real_text import (
 )
 from benchmarks.tables import table
 from quality.presets import PRESETS
-from quality.signals import DocumentScorer, SignalConfig
+from quality.signals import SCORE_RANGES, DocumentScorer, SignalConfig, preset_thresholds, settles
 from quality.text import normalize_text
 from schemas.sample import prose_documents
 
@@ -117,11 +120,16 @@ def write_jsonl(directory: str, documents: list[tuple[str, str]], files: int) ->
     return paths
 
 
+EARLY_EXIT = "+early_exit"  # a --presets entry's suffix: the preset with `early_exit: true`
+
+
 def run_stage(paths: list[str], out: str, preset: str, master: str, event_dir: str) -> tuple[float, dict]:
     """Wall seconds of one `clover curate` process, and its report."""
     # Code-heavy text loses more than half its documents to one rule under some presets; the speed run
     # lets it (removal_rate_bounds), so every preset runs the same passing validation.
-    sets = {"signals.preset": preset, "spark.master": master, "removal_rate_bounds.*.max": 1.0,
+    preset, early_exit = preset.removesuffix(EARLY_EXIT), preset.endswith(EARLY_EXIT)
+    sets = {"signals.preset": preset, "early_exit": str(early_exit).lower(), "spark.master": master,
+            "removal_rate_bounds.*.max": 1.0,
             "spark.conf.spark.eventLog.enabled": "true",
             "spark.conf.spark.eventLog.dir": event_dir, "spark.conf.spark.eventLog.compress": "false",
             "spark.conf.spark.eventLog.rolling.enabled": "false"}
@@ -163,12 +171,15 @@ def spark_stages(event_dir: str) -> list[tuple[str, int, float, float, float]]:
 
 
 def scorer_rate(texts: list[str], preset: str) -> float:
-    """Documents per second of normalization and scoring in this process."""
-    scorer = DocumentScorer(SignalConfig(preset=preset))
+    """Documents per second of normalization and scoring in this process (as curate scores: with the
+    early exit's test on the preset's thresholds for a +early_exit entry)."""
+    name = preset.removesuffix(EARLY_EXIT)
+    scorer = DocumentScorer(SignalConfig(preset=name))
+    settled = settles(preset_thresholds(name), SCORE_RANGES) if preset.endswith(EARLY_EXIT) else None
     scorer(normalize_text(texts[0]))
     start = time.perf_counter()
     for text in texts:
-        scorer(normalize_text(text))
+        scorer(normalize_text(text), settled)
     return len(texts) / (time.perf_counter() - start)
 
 
@@ -225,7 +236,7 @@ def main() -> None:
     parser.add_argument("--corpus", choices=["real", "generated"], default="real")
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--doc-chars", type=int, default=2000, help="generated: characters per document")
-    parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--presets", default=",".join([*PRESETS, "fineweb" + EARLY_EXIT]))
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--sample-docs", type=int, default=2000, help="documents the one-process runs score")
     parser.add_argument("--sdists", default="/tmp/agreement-sdists", help="real: cache of DOC_SDISTS")

@@ -1,13 +1,14 @@
 """The curation stage: ingest, normalize, score, and keep or reject by thresholds, with full accounting.
 
 Every input record ends in exactly one of OUT/documents (kept), OUT/rejected (a failing rule, with all
-scores) or OUT/quarantine (malformed), and report.json proves the sum.
+scores, or with those up to it under `early_exit`) or OUT/quarantine (malformed), and report.json proves
+the sum.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -33,6 +34,7 @@ from quality.signals import (
     first_failing_rule,
     preset_thresholds,
     resolve_thresholds,
+    settles,
 )
 from quality.text import normalize_text
 from schemas import QUARANTINE, DatasetSchema, StageReport, documents_schema, rejected_schema, storage
@@ -51,6 +53,10 @@ class CurateConfig:
         metadata={"help": "keep when min <= score <= max; null disables a rule; checked in score order. "
                           "Unset rules follow signals.preset (docs/quality.md)"},
     )
+    early_exit: bool = field(default=False, metadata={
+        "help": "stop scoring a document at its first failing rule, as FineWeb's pipeline does: faster, but a "
+                "rejected row then holds only the scores up to its reason (the rest null), so inspect's "
+                "what-if cannot loosen a rule over it (docs/curate.md)"})
     fasttext: list[FastTextStep] = field(default_factory=list, metadata={"help": "fastText models to apply"})
     removal_rate_bounds: dict[str, Bounds] = field(
         default_factory=lambda: {"*": Bounds(max=0.5)},
@@ -96,6 +102,7 @@ class _PartitionScorer:
         self.scorer = DocumentScorer(cfg.signals)
         self.models = {step.name: load_model(model_files[step.name]) for step in cfg.fasttext}
         self.schema = _scored_schema(cfg)
+        self.settled = settles(cfg.thresholds, cfg.score_columns()) if cfg.early_exit else None
         self.last_id: str | None = None
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -139,14 +146,22 @@ class _PartitionScorer:
                 out[step.label_column][row] = label
                 out[step.score_column][row] = float(prob)
         for row, text in pending:
-            kept_text, scores = self.scorer(text)
-            scores = {step.score_column: out[step.score_column][row] for step in self.cfg.fasttext} | scores
+            scores = {step.score_column: out[step.score_column][row] for step in self.cfg.fasttext}
+            kept_text = text
+            if self.settled is None or not self.settled(scores):
+                kept_text, signals = self.scorer(text, self._with_classifiers(scores))
+                scores |= signals
             for name, value in scores.items():
                 out[name][row] = value
             out["text"][row] = kept_text
             reason = "empty" if not kept_text else first_failing_rule(scores, self.cfg.thresholds)
             if reason is not None:
                 out["dest"][row], out["reason"][row] = REJECTED, reason
+
+    def _with_classifiers(self, classifier_scores: dict[str, float]) -> Callable[[dict[str, float]], bool] | None:
+        """The early exit's test over the scorer's scores, the classifiers' (checked first) included."""
+        settled = self.settled
+        return None if settled is None else lambda scores: settled(classifier_scores | scores)
 
 
 @storage.writes_output("out")

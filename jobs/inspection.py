@@ -41,6 +41,7 @@ from training.trainer.gate import GateConfig
 FACTORS = (0.75, 0.9, 1.0, 1.1, 1.25)
 BINS = 40
 EMPTY = "empty"
+UNSCORED = "not scored (early exit)"  # what-if: a rule over a score curate's early exit did not compute
 
 
 
@@ -99,10 +100,19 @@ def passes(name: str, bounds: Bounds) -> pl.Expr:
 
 
 def first_failing(order: list[str], thresholds: dict[str, Bounds]) -> pl.Expr:
-    """quality.signals.first_failing_rule as a polars expression (null: kept)."""
-    failing = [pl.when(~passes(name, thresholds[name])).then(pl.lit(name)) for name in order if name in thresholds]
-    empty = pl.when(pl.col(order[-1]).is_null()).then(pl.lit(EMPTY))
+    """quality.signals.first_failing_rule as a polars expression (null: kept). A document curate found empty
+    stays so; one it stopped scoring early (`early_exit`) is UNSCORED where a rule before any failing one
+    reads a score it did not compute."""
+    failing = [pl.when(pl.col(name).is_null()).then(pl.lit(UNSCORED)).when(~passes(name, thresholds[name]))
+               .then(pl.lit(name)) for name in order if name in thresholds]
+    empty = pl.when(pl.col("reason") == EMPTY).then(pl.lit(EMPTY))
     return pl.coalesce([empty, *failing, pl.lit(None, pl.String)])
+
+
+def unscored_rows(view: CurateView) -> int:
+    """Rejected rows that curate's early exit stopped scoring at their reason (a later score is null)."""
+    partial = pl.any_horizontal(pl.col(view.order).is_null()) & (pl.col("reason") != EMPTY)
+    return int(view.rows.select(partial.sum()).collect().item())
 
 
 def apply_sets(thresholds: dict[str, Bounds], sets: list[str], known: list[str]) -> dict[str, Bounds]:
@@ -143,7 +153,7 @@ def funnel_section(view: CurateView, sets: list[str]) -> str:
     quarantined = sum(report["quarantined"].values())
     left = [report["input"] - quarantined] * len(configs)
     rows = [["input", *blank, *[report["input"]] * len(configs)], ["quarantined", *[quarantined] * len(configs), *left]]
-    for reason in [EMPTY, *view.order]:
+    for reason in [EMPTY, *view.order, UNSCORED]:
         removed = [counts.get(reason, 0) for counts in configs]
         if any(removed):
             left = [n - r for n, r in zip(left, removed)]
@@ -153,6 +163,10 @@ def funnel_section(view: CurateView, sets: list[str]) -> str:
     if sets:
         headers = ["step", "removed", "removed (proposed)", "remaining", "remaining (proposed)"]
     note = f"<p>Proposed: <code>{esc(' '.join(sets))}</code>, from the stored scores (no re-scoring).</p>" if sets else ""
+    if sets and (unknown := configs[-1].get(UNSCORED, 0)):
+        note += (f"<p>{unknown:,} documents that curate's <code>early_exit</code> stopped scoring at their reason meet "
+                 "a proposed rule over a score it did not compute: they count as removed, so up to "
+                 f"{unknown:,} more could be kept.</p>")
     kept = configs[0].get(None, 0)
     check = "" if kept == report["output"] else (
         f"<p><b>Note:</b> the stored scores give {kept:,} kept; report.json says {report['output']:,}.</p>")
@@ -254,9 +268,13 @@ def whatif(view: CurateView) -> list[tuple[str, str, float, list[int]]]:
 def whatif_section(view: CurateView) -> str:
     headers = ["rule", "bound", *(f"×{f:g}" if f != 1.0 else "current" for f in FACTORS)]
     rows = [[f"{name}.{side}", bound, *kept] for name, side, bound, kept in whatif(view)]
+    unknown = unscored_rows(view)
+    partial = (f"<p>{unknown:,} rejected documents were scored only up to their reason (curate's "
+               "<code>early_exit</code>): every column counts them as rejected, so a loosened bound could keep "
+               f"up to {unknown:,} more than it shows.</p>") if unknown else ""
     return ("<p>Documents kept by the whole config when one bound is scaled (others unchanged), from the stored "
             "scores. Try a change with <code>clover inspect PATH --set thresholds.NAME.max=V</code>.</p>"
-            + table(headers, rows, "whatif"))
+            + partial + table(headers, rows, "whatif"))
 
 
 def pick_samples(view: CurateView, k: int, seed: int) -> pl.DataFrame:
@@ -326,14 +344,21 @@ def read_before_cleaning(view: CurateView, wanted: set[str], changed: int, budge
     return found
 
 
+def stored_text_cleaned(view: CurateView, row: dict) -> bool:
+    """Whether a row's stored text is C4-cleaned: line cleaning is on and C4's line pass ran (curate's
+    early exit, stopping before it, stores the text as it arrived)."""
+    return view.c4.apply_line_cleaning and row.get("c4_removed_line_frac") is not None
+
+
 def scored_before_cleaning_ids(view: CurateView, picked: pl.DataFrame) -> set[str]:
     """The picked samples whose rule a preset scores before C4 line cleaning (fineweb, redpajama) while the
     stored text is the cleaned one: their input text, read again, is the text that rule saw, to mark."""
     preset = view.signal_config.preset
-    if not view.c4.apply_line_cleaning or not picked.height:
+    if not picked.height:
         return set()
-    return {row["id"] for row in picked.select("id", "reason").iter_rows(named=True)
-            if has_highlight(row["reason"]) and scored_before_cleaning(row["reason"], preset)}
+    return {row["id"] for row in picked.select("id", "reason", "c4_removed_line_frac").iter_rows(named=True)
+            if stored_text_cleaned(view, row) and has_highlight(row["reason"])
+            and scored_before_cleaning(row["reason"], preset)}
 
 
 def _cleaning_block(text: str, stored: str | None, signals: SignalConfig, frac: float | None) -> str:
@@ -359,7 +384,7 @@ def _scored_text(view: CurateView, row: dict, scored: BeforeCleaning | None) -> 
     reason, preset = row["reason"], view.signal_config.preset
     if not has_highlight(reason):
         return row["text"], f"<p>No span stands for <code>{esc(reason)}</code>: nothing is marked for it.</p>"
-    if not (view.c4.apply_line_cleaning and scored_before_cleaning(reason, preset)):
+    if not (stored_text_cleaned(view, row) and scored_before_cleaning(reason, preset)):
         return row["text"], ""
     text = scored.texts.get(row["id"]) if scored is not None else None
     if text is not None and line_pass(text, view.signal_config)[0] == row["text"]:

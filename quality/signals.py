@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from quality.c4 import C4Config, c4_clean, c4_document, load_bad_words
@@ -191,30 +191,45 @@ class DocumentScorer:
         self.cfg = cfg
         self.bad_words = load_bad_words(cfg.c4.bad_words_file)
 
-    def __call__(self, text: str) -> tuple[str, dict[str, float]]:
+    def __call__(self, text: str, settled: Callable[[dict[str, float]], bool] | None = None
+                 ) -> tuple[str, dict[str, float]]:
+        """(text kept, scores in check order). With `settled` (an early exit, see `settles`), scoring stops
+        after the first step whose scores settle the document's rejection: the scores so far, and the text
+        as that step left it."""
+        scores: dict[str, float] = {}
+        kept = text
+        for _, step_scores, step_kept in self.steps(text):
+            scores.update(step_scores)
+            kept = step_kept
+            if settled is not None and settled(scores):
+                break
+        return kept, {name: scores[name] for name in SCORE_RANGES if name in scores}
+
+    def steps(self, text: str) -> Iterator[tuple[str, dict[str, float], str]]:
+        """The preset's scores one step at a time, in check order: (step, its scores, the text kept after it)."""
         if self.cfg.preset == "fineweb":
             return self._fineweb(text)
         if self.cfg.preset == "redpajama":
             return self._redpajama(text)
+        return self._clover(text)
+
+    def _clover(self, text: str) -> Iterator[tuple[str, dict[str, float], str]]:
+        """C4's line pass first (its fraction stored at once: a row holds it whenever the pass ran), then every
+        rule on the text it keeps (DocumentView computes a view once, on first use, so a step computes only the
+        views it reads)."""
         cleaned, removed_frac = c4_clean(text, self.cfg.c4)
         if self.cfg.c4.apply_line_cleaning:
             text = cleaned
         doc = DocumentView(text)
-        scores = {
-            **gopher_repetition(doc),
-            **gopher_quality(doc),
-            **c4_document(doc, removed_frac, self.bad_words),
-            **fineweb(doc),
-            "repeated_ngram_frac": repeated_ngram_fraction(doc.token_ids[0], self.cfg.repeated_ngram_n),
-        }
-        return text, scores
+        yield "c4 line pass", {"c4_removed_line_frac": removed_frac}, text
+        yield "gopher repetition", gopher_repetition(doc), text
+        yield "gopher quality", gopher_quality(doc), text
+        yield "c4", c4_document(doc, removed_frac, self.bad_words), text
+        yield "fineweb quality", fineweb(doc), text
+        yield "repeated n-grams", {
+            "repeated_ngram_frac": repeated_ngram_fraction(doc.token_ids[0], self.cfg.repeated_ngram_n)}, text
 
-    def _fineweb(self, text: str) -> tuple[str, dict[str, float]]:
-        filters = list(self.fineweb_filters(text))
-        scores = {name: value for _, filter_scores, _ in filters for name, value in filter_scores.items()}
-        return filters[-1][2], {name: scores[name] for name in SCORE_RANGES}
-
-    def fineweb_filters(self, text: str) -> Iterator[tuple[str, dict[str, float], str]]:
+    def _fineweb(self, text: str) -> Iterator[tuple[str, dict[str, float], str]]:
         """The fineweb preset's scores one datatrove filter at a time, in its pipeline's order: (filter,
         its scores, the text kept after it). Gopher on the text as it arrives (the line and paragraph
         rules first: they need no words), C4's line pass, FineWeb on what C4 kept (on the text as it
@@ -242,7 +257,7 @@ class DocumentScorer:
             "repeated_ngram_frac": repeated_ngram_fraction(doc.token_ids[0], self.cfg.repeated_ngram_n),
         }, kept
 
-    def _redpajama(self, text: str) -> tuple[str, dict[str, float]]:
+    def _redpajama(self, text: str) -> Iterator[tuple[str, dict[str, float], str]]:
         """RPv2 computes every signal on the whole document: the rps_* columns score the text as it
         arrives, C4's line rules on its line signals pick the text kept, and the columns RPv2 has no signal
         for take Clover's definitions on the text kept (no rule in this preset's thresholds)."""
@@ -258,7 +273,7 @@ class DocumentScorer:
             "repeated_ngram_frac": repeated_ngram_fraction(doc.token_ids[0], self.cfg.repeated_ngram_n),
             **redpajama_scores(rp, self.bad_words),  # fineweb_line_punct_frac included: RPv2's line flag
         }
-        return kept, {name: scores[name] for name in SCORE_RANGES}
+        yield "redpajama", scores, kept
 
 
 def preset_min_words(c4: C4Config) -> int:
@@ -273,3 +288,21 @@ def first_failing_rule(scores: dict[str, float], thresholds: dict[str, Bounds]) 
         if bounds is not None and not bounds.holds(value):
             return name
     return None
+
+
+def settles(thresholds: dict[str, Bounds], order: Iterable[str]) -> Callable[[dict[str, float]], bool]:
+    """An early exit's test: whether the scores so far settle a document's rejection, that is the first rule
+    in check order that is unscored or failing is failing. Every rule before it passes, so scoring on cannot
+    change the reason (`first_failing_rule` of the partial scores names it); a kept document never settles."""
+    rules = [(name, thresholds[name]) for name in order if name in thresholds]
+
+    def settled(scores: dict[str, float]) -> bool:
+        for name, bounds in rules:
+            value = scores.get(name)
+            if value is None:
+                return False
+            if not bounds.holds(value):
+                return True
+        return False
+
+    return settled

@@ -19,6 +19,7 @@ import pytest
 from dataprep.curate import CurateConfig, run_curate
 from jobs.inspection import (
     FACTORS,
+    UNSCORED,
     CurateView,
     _sample_html,
     apply_sets,
@@ -28,6 +29,7 @@ from jobs.inspection import (
     main,
     read_before_cleaning,
     scored_before_cleaning_ids,
+    unscored_rows,
     whatif,
 )
 from jobs.report_html import esc
@@ -149,6 +151,29 @@ def test_whatif_and_set_equal_a_curate_rerun(spark, curated, tmp_path, looser):
     counts = funnel_counts(view, apply_sets(view.thresholds, [f"{setting}={bound * factor}"], view.order))
     assert counts.pop(None) == rerun["output"]
     assert counts == rerun["removed"]
+
+
+def test_early_exit_keeps_the_same_documents_and_inspect_says_what_it_cannot_re_threshold(spark, curated, tmp_path):
+    """curate's early_exit: the same kept documents and reasons, rejected rows scored up to their reason only;
+    inspect's funnel is exact under the thresholds curate ran, and a proposal over a score it did not compute
+    counts those rows apart (`short-prose` fails only gopher_word_count.min, before C4's rules)."""
+    corpus, out, report = curated
+    early = _curate(spark, corpus, tmp_path / "early", {"early_exit": True})
+    assert (early["output"], early["removed"]) == (report["output"], report["removed"])
+    full_view, view = CurateView.open(str(out)), CurateView.open(str(tmp_path / "early"))
+    full, partial = (v.rows.sort("id").collect() for v in (full_view, view))
+    assert partial["reason"].to_list() == full["reason"].to_list()
+    assert partial.filter(pl.col("reason").is_null()).equals(full.filter(pl.col("reason").is_null()))
+    for row, scored in zip(full.iter_rows(named=True), partial.iter_rows(named=True)):
+        assert all(scored[name] in (None, row[name]) for name in view.order)
+    assert unscored_rows(full_view) == 0 and 0 < unscored_rows(view) <= sum(report["removed"].values())
+    assert funnel_counts(view, view.thresholds) == funnel_counts(full_view, full_view.thresholds)
+    proposal = apply_sets(view.thresholds, ["thresholds.gopher_word_count.min=40"], view.order)
+    counts, truth = funnel_counts(view, proposal), funnel_counts(full_view, proposal)
+    assert counts[UNSCORED] >= 1 and counts[None] <= truth[None] <= counts[None] + counts[UNSCORED]
+    page = build_report(str(tmp_path / "early"), samples=1, sets=["thresholds.gopher_word_count.min=40"])
+    assert f"{counts[UNSCORED]:,} documents that curate's <code>early_exit</code> stopped scoring" in page
+    assert f"{unscored_rows(view):,} rejected documents were scored only up to their reason" in page
 
 
 def test_set_accepts_only_thresholds():
@@ -311,6 +336,11 @@ def test_a_rule_scored_before_cleaning_is_marked_on_the_input_text(tmp_path):
     assert "<mark" not in block and "nothing is marked" in block
     counted = {**row, "reason": "gopher_word_count"}
     assert "No span stands for <code>gopher_word_count</code>" in _sample_html(view, counted, None, None)
+    stopped = {**row, "text": normalize_text(original), "c4_removed_line_frac": None}  # early exit before C4
+    assert not scored_before_cleaning_ids(view, pl.DataFrame([stopped]))
+    block = _sample_html(view, stopped, None, None)
+    assert '<del class="removed">Menu</del>' in block and block.count('<mark class="repeat">') == 1
+    assert "nothing is marked" not in block and "read again" not in block
 
 
 def test_lines_c4_cleaning_removed_follow_the_presets_line_pass(tmp_path):

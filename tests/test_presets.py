@@ -6,10 +6,26 @@ import pytest
 from dataprep.curate import CurateConfig
 from quality.document import DocumentView
 from quality.gopher import gopher_quality, gopher_repetition
-from quality.presets import fineweb_c4, fineweb_gopher_quality, fineweb_gopher_repetition, fineweb_quality
-from quality.signals import SCORE_RANGES, DocumentScorer, SignalConfig, fineweb_thresholds, paper_thresholds
-from quality.text import _spacy_rules, spacy_words, spacy_words_and_sentences
+from quality.presets import (
+    PRESETS,
+    fineweb_c4,
+    fineweb_gopher_quality,
+    fineweb_gopher_repetition,
+    fineweb_quality,
+)
+from quality.signals import (
+    SCORE_RANGES,
+    Bounds,
+    DocumentScorer,
+    SignalConfig,
+    fineweb_thresholds,
+    first_failing_rule,
+    paper_thresholds,
+    settles,
+)
+from quality.text import _spacy_rules, normalize_text, spacy_words, spacy_words_and_sentences
 from schemas.config import ConfigError, build_config, load_config, to_dict
+from schemas.sample import stdlib_docstrings
 
 
 def test_spacy_words_split_punctuation_contractions_and_keep_abbreviations_and_urls():
@@ -138,6 +154,42 @@ def test_scorer_presets_fill_the_same_columns():
     for preset in ("clover", "fineweb", "redpajama"):
         _, scores = DocumentScorer(SignalConfig(preset=preset))(text)
         assert list(scores) == list(SCORE_RANGES)
+
+
+def test_an_early_exit_settles_only_when_every_rule_checked_before_the_failing_one_passes():
+    settled = settles({"gopher_dup_line_frac": Bounds(max=0.3), "c4_bad_word_count": Bounds(max=0),
+                       "fineweb_line_punct_frac": Bounds(min=0.12)}, SCORE_RANGES)
+    assert not settled({"fineweb_line_punct_frac": 0.0})  # an earlier rule is unscored: it could fail first
+    assert not settled({"gopher_dup_line_frac": 0.0, "fineweb_line_punct_frac": 0.0})  # c4_bad_word_count too
+    assert settled({"gopher_dup_line_frac": 0.0, "c4_bad_word_count": 0, "fineweb_line_punct_frac": 0.0})
+    assert settled({"gopher_dup_line_frac": 0.9})
+    assert not settled({"gopher_dup_line_frac": 0.0, "c4_bad_word_count": 0, "fineweb_line_punct_frac": 0.5})
+
+
+# fineweb with a rule on a score its last step computes but that is checked before FineWeb's own rules
+EARLY_EXIT_CONFIGS = [{"signals.preset": p} for p in PRESETS] + [
+    {"signals.preset": "fineweb", "thresholds.c4_bad_word_count.max": 0}]
+
+
+@pytest.mark.parametrize("overrides", EARLY_EXIT_CONFIGS, ids=lambda o: "-".join(map(str, o.values())))
+def test_an_early_exit_changes_no_decision_and_no_score_it_computes(overrides):
+    """Each document keeps its fate and reason, and each score the early exit computes is the full run's; kept
+    documents are scored in full, and a rejected one stops before the last step (redpajama scores in one)."""
+    cfg = load_config(CurateConfig, None, overrides)
+    scorer, settled = DocumentScorer(cfg.signals), settles(cfg.thresholds, SCORE_RANGES)
+    texts = [normalize_text(t) for t in stdlib_docstrings()[:120]]
+    texts += ["buy cheap pills now " * 60, "Menu\nHome\n" * 30, "A darn fine day. " * 3 + "Words here!\n" * 40]
+    stopped = 0
+    for text in texts:
+        kept, scores = scorer(text)
+        early_kept, early = scorer(text, settled)
+        reason = first_failing_rule(scores, cfg.thresholds)
+        assert first_failing_rule(early, cfg.thresholds) == reason
+        assert early == {name: scores[name] for name in early}
+        if reason is None:
+            assert (early_kept, list(early)) == (kept, list(scores))
+        stopped += len(early) < len(scores)
+    assert (stopped > 10) == (cfg.signals.preset != "redpajama")
 
 
 def test_unknown_preset_is_refused():
