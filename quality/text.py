@@ -206,9 +206,7 @@ def _split_affixes(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str
     tokens: list[str] = []
     suffixes: list[str] = []
     last = -1
-    while chunk and len(chunk) != last:
-        if chunk in specials:
-            break
+    while chunk and len(chunk) != last:  # the chunk is no special case here: checked before and at each end
         last = len(chunk)
         pre = prefix_length(chunk)
         if pre and chunk[pre:] in specials:
@@ -272,6 +270,9 @@ def _special_patterns() -> tuple[dict[tuple[str, ...], str], dict[str, tuple[int
     for pattern in patterns:
         lengths.setdefault(pattern[0], set()).add(len(pattern))
     adjacent = frozenset(pair for pattern in patterns for pair in zip(pattern, pattern[1:]))
+    if any(len(pattern) == 1 and specials[key] != pattern for pattern, key in patterns.items()):
+        raise ValueError("a one-token spaCy special case that changes its token: tokens without two adjacent "
+                         "ones of a pattern would need the matcher")
     return patterns, {first: tuple(sorted(n)) for first, n in lengths.items()}, adjacent
 
 
@@ -280,9 +281,9 @@ def _apply_special_cases(tokens: list[str], chunk_of: list[int]) -> list[str]:
     longest matches first, of equal length the earliest; a match touching a token of any earlier
     one (taken or not) is dropped. A match across a
     single space takes its tokens but changes nothing (its text, space included, is no special case)."""
-    patterns, lengths_from, _ = _special_patterns()
-    if lengths_from.keys().isdisjoint(tokens):  # no token starts a pattern (most runs)
-        return tokens
+    patterns, lengths_from, adjacent = _special_patterns()
+    if lengths_from.keys().isdisjoint(tokens) or adjacent.isdisjoint(zip(tokens, tokens[1:])):
+        return tokens  # no token starts a pattern (most runs), or no two tokens that are adjacent in one
     specials = _spacy_rules()[4]
     matches = [(-n, start, start + n) for start, token in enumerate(tokens) if token in lengths_from
                for n in lengths_from[token]
@@ -315,7 +316,8 @@ class _Chunk(NamedTuple):
 @functools.lru_cache(maxsize=1 << 17)  # ~45 MB; a miss costs ~8 us, and code has many distinct chunks
 def _chunk(chunk: str) -> _Chunk:
     pieces = tuple(_split_affixes(chunk, _spacy_rules()[4]))
-    tokens = tuple(_apply_special_cases(list(pieces), [0] * len(pieces)))
+    # a one-token special case spells its token (_special_patterns checks): one piece is its own token
+    tokens = pieces if len(pieces) == 1 else tuple(_apply_special_cases(list(pieces), [0] * len(pieces)))
     return _Chunk(pieces, pieces if tokens == pieces else tokens, not _spacy_rules()[5].isdisjoint(tokens))
 
 
