@@ -206,7 +206,7 @@ def later_copy_spans(text: str, paragraphs: bool) -> list[tuple[int, int]]:
 def fineweb_words(text: str, line_view: Callable[[str], tuple[list[str], int]] = spacy_words_and_sentences) -> list[str]:
     """The spaCy words the fineweb Gopher filters score: each stripped line's, which are the text's own,
     since a line break ends every special-case match (`line_view`: a caller's memo of a line's words)."""
-    return [word for line in text.splitlines() for word in line_view(line.strip())[0]]
+    return list(itertools.chain.from_iterable(line_view(line.strip())[0] for line in text.splitlines()))
 
 
 def fineweb_gopher_repetition(text: str, words: list[str]) -> dict[str, float]:

@@ -238,9 +238,10 @@ class DocumentScorer:
         views: dict[str, tuple[list[str], int]] = {}
 
         def line_view(line: str) -> tuple[list[str], int]:
-            if line not in views:
-                views[line] = spacy_words_and_sentences(line)
-            return views[line]
+            view = views.get(line)
+            if view is None:
+                view = views[line] = spacy_words_and_sentences(line)
+            return view
 
         yield "gopher repetition: lines, paragraphs", fineweb_line_paragraph_repetition(text), text
         words = fineweb_words(text, line_view)
