@@ -38,7 +38,9 @@ def test_train_classifier_reports_precision_and_recall(classifier):
     assert json.loads((root / "model" / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
 
 
-def test_fasttext_step_scores_and_gates_in_spark(spark, classifier, tmp_path):
+@pytest.mark.parametrize("early_exit", [False, True])
+def test_fasttext_step_scores_and_gates_in_spark(spark, classifier, tmp_path, early_exit):
+    """The classifier's score gates first; under early_exit a document it rejects is not scored further."""
     root, _ = classifier
     rng = random.Random(1)
     docs = stdlib_docstrings()[300:340]
@@ -47,13 +49,14 @@ def test_fasttext_step_scores_and_gates_in_spark(spark, classifier, tmp_path):
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = load_config(CurateConfig, None, {
         "fasttext": [{"name": "quality", "model": str(root / "model" / "model.bin"), "score_label": "__label__good"}],
-        "thresholds": {"fasttext_quality_score": {"min": 0.5}},
+        "thresholds": {"fasttext_quality_score": {"min": 0.5}}, "early_exit": early_exit,
     })
     report = run_curate(spark, [str(tmp_path / "in.jsonl")], str(tmp_path / "out"), cfg, validate=False)
     rejected = pq.read_table(tmp_path / "out" / "rejected").to_pylist()
     junk = [r for r in rejected if r["id"].startswith("j")]
     assert len(junk) == 10 and {r["reason"] for r in junk} == {"fasttext_quality_score"}
     assert all(r["fasttext_quality_label"] == "__label__junk" and r["fasttext_quality_score"] < 0.5 for r in junk)
+    assert all((r["gopher_word_count"] is None) == early_exit for r in junk)
     kept = pq.read_table(tmp_path / "out" / "documents").to_pylist()
     assert kept and all(d["fasttext_quality_score"] >= 0.5 for d in kept)
     assert report.removed["fasttext_quality_score"] >= 10
